@@ -1,0 +1,262 @@
+"""The streaming handler: a ``tornado.web.StaticFileHandler`` whose files live in a storage.
+
+Mount it like any Tornado handler::
+
+    storage = GridFSStorage(AsyncMongoClient(uri).media)
+    app = tornado.web.Application([(r"/fs/(.*)", GridFSHandler, {"storage": storage})])
+
+Tornado's file hooks are synchronous and its ``get_content`` is a synchronous generator, so the
+file is looked up once in ``async prepare()``, the synchronous hooks answer from that
+:class:`~gridserve.storage.base.FileInfo`, and ``get()`` streams asynchronously: it reads only
+the chunks a range needs and awaits ``flush()`` after each one, so a slow client holds at most
+the storage's read-ahead plus one chunk in memory.
+
+Override points (as in ``StaticFileHandler``; each receives what is named and runs per request
+after the file is resolved):
+
+``resolve_file(key, revision) -> Awaitable[FileInfo]``
+    Looks ``key`` up (default: ``self.storage.resolve``). Override to map URLs to keys.
+``compute_etag() -> str``
+    The ETag header value (default: from the stored MD5 or digest, never by reading content).
+``get_modified_time() -> datetime``
+    Last-Modified (default: the upload date, whole seconds).
+``get_content_type() -> str``
+    Content-Type (default: stored type, else by extension, else application/octet-stream).
+``get_cache_time(path, modified, mime_type) -> int``
+    Seconds for ``Cache-Control: max-age`` (default: the ``cache_time`` option; 0 sends none).
+``set_extra_headers(path) -> None``
+    Adds headers to every successful response.
+
+Options given to ``initialize``: ``storage`` (required), ``cache_time`` (0),
+``max_ranges`` (16, more is answered with the whole file).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+from collections.abc import Awaitable
+from contextlib import aclosing
+from datetime import datetime
+from typing import Any
+
+import tornado.web
+from tornado.iostream import StreamClosedError
+
+from gridserve import ranges, validators
+from gridserve.mediatypes import choose_content_type, content_disposition, is_passive
+from gridserve.storage.base import (
+    CorruptFile,
+    FileInfo,
+    FileNotFound,
+    InvalidKey,
+    Storage,
+    StorageUnavailable,
+)
+
+log = logging.getLogger("gridserve.stream")
+
+RETRY_AFTER_SECONDS = 5
+_REVISION_RE = re.compile(r"-?[0-9]{1,9}")
+
+
+def parse_revision(value: str | None) -> int | None:
+    """``?rev=N`` as an int, None when absent; raises ``HTTPError(400)`` when not an integer."""
+    if value is None:
+        return None
+    if not _REVISION_RE.fullmatch(value):
+        raise tornado.web.HTTPError(400, reason="Invalid revision")
+    return int(value)
+
+
+class StorageRequestHandler(tornado.web.RequestHandler):
+    """Shared error answers for handlers that talk to a storage: short text, never a traceback,
+    ``Allow`` on 405 and ``Retry-After`` on 503."""
+
+    def write_error(self, status_code: int, **kwargs: Any) -> None:
+        if status_code == 405:
+            self.set_header("Allow", ", ".join(self.SUPPORTED_METHODS))
+        if status_code == 503:
+            self.set_header("Retry-After", str(RETRY_AFTER_SECONDS))
+        self.set_header("Content-Type", "text/plain; charset=utf-8")
+        self.set_header("X-Content-Type-Options", "nosniff")
+        if self.request.method != "HEAD":
+            self.finish(f"{status_code} {self._reason}\n")
+
+    def storage_http_error(self, exc: Exception) -> tornado.web.HTTPError:
+        """The client-facing error for a storage error raised before the response started."""
+        if isinstance(exc, FileNotFound):
+            return tornado.web.HTTPError(404)
+        if isinstance(exc, InvalidKey):
+            return tornado.web.HTTPError(400, reason="Invalid key")
+        if isinstance(exc, StorageUnavailable):
+            log.warning("storage unavailable: %s", exc)
+            return tornado.web.HTTPError(503, reason="Storage unavailable")
+        raise exc
+
+
+class GridFSHandler(StorageRequestHandler, tornado.web.StaticFileHandler):
+    """Serves files of a :class:`~gridserve.storage.base.Storage` with full HTTP semantics of
+    validators, conditional and range requests (see the module docstring)."""
+
+    SUPPORTED_METHODS = ("GET", "HEAD")
+
+    storage: Storage
+    file_info: FileInfo
+
+    def initialize(  # type: ignore[override]
+        self,
+        storage: Storage,
+        cache_time: int = 0,
+        max_ranges: int = ranges.DEFAULT_MAX_RANGES,
+    ) -> None:
+        self.storage = storage
+        self.cache_time = cache_time
+        self.max_ranges = max_ranges
+        self.root = ""
+        self.default_filename = None
+
+    # -- lookup --------------------------------------------------------------------------
+
+    def resolve_file(self, key: str, revision: int | None) -> Awaitable[FileInfo]:
+        """Override point: the file for ``key`` (URL-decoded) and ``?rev=``."""
+        return self.storage.resolve(key, revision)
+
+    async def prepare(self) -> None:
+        key = self.path_args[0] if self.path_args else ""
+        revision = parse_revision(self.get_query_argument("rev", None))
+        if not key:
+            raise tornado.web.HTTPError(404)
+        try:
+            self.file_info = await self.resolve_file(key, revision)
+        except (FileNotFound, InvalidKey, StorageUnavailable) as exc:
+            raise self.storage_http_error(exc) from None
+
+    # -- StaticFileHandler's synchronous hooks, answered from the resolved FileInfo ---------
+
+    def compute_etag(self) -> str | None:
+        return str(self.file_info.etag)
+
+    def get_modified_time(self) -> datetime | None:
+        return self.file_info.last_modified
+
+    def get_content_size(self) -> int:
+        return self.file_info.length
+
+    def get_content_type(self) -> str:
+        return choose_content_type(self.file_info.content_type, self.file_info.filename)
+
+    def get_cache_time(self, path: str, modified: datetime | None, mime_type: str) -> int:
+        return self.cache_time
+
+    # -- GET / HEAD ----------------------------------------------------------------------
+
+    async def get(self, path: str, include_body: bool = True) -> None:
+        info = self.file_info
+        etag = validators.parse_etag(self.compute_etag()) or info.etag
+        modified = self.get_modified_time() or info.last_modified
+
+        self.set_header("Accept-Ranges", "bytes")
+        self.set_header("ETag", str(etag))
+        self.set_header("Last-Modified", modified)
+        content_type = self.get_content_type()
+        cache_time = self.get_cache_time(path, modified, content_type)
+        if cache_time > 0:
+            self.set_header("Cache-Control", f"max-age={cache_time}")
+
+        decision = validators.evaluate_preconditions(
+            self.request.method or "GET", self.request.headers, etag, modified
+        )
+        if decision is validators.Precondition.NOT_MODIFIED:
+            self.set_status(304)
+            return
+        if decision is validators.Precondition.FAILED:
+            raise tornado.web.HTTPError(412)
+
+        self.set_header("Content-Type", content_type)
+        self.set_header("X-Content-Type-Options", "nosniff")
+        download = self.get_query_argument("download", "") not in ("", "0", "false")
+        self.set_header(
+            "Content-Disposition", content_disposition(info.filename, attachment=download)
+        )
+        if not is_passive(content_type):
+            # A stored HTML or SVG opened from our origin must not run script there.
+            self.set_header("Content-Security-Policy", "sandbox")
+        self.set_extra_headers(path)
+
+        specs = ranges.parse_range_header(self.request.headers.get("Range"))
+        if specs is not None and not validators.if_range_allows_partial(
+            self.request.headers.get("If-Range"), etag, modified
+        ):
+            specs = None
+        plan = ranges.resolve_ranges(specs, info.length, max_ranges=self.max_ranges)
+
+        if plan.outcome is ranges.RangeOutcome.UNSATISFIABLE:
+            self.set_status(416)
+            self.set_header("Content-Range", ranges.unsatisfied_content_range(info.length))
+            self.clear_header("Content-Type")
+            self.clear_header("Content-Disposition")
+            self.set_header("Content-Length", 0)
+            return
+        if plan.outcome is ranges.RangeOutcome.FULL:
+            self.set_header("Content-Length", info.length)
+            if include_body:
+                await self._send_parts([(b"", ranges.ByteRange(0, info.length - 1))], b"")
+            return
+        self.set_status(206)
+        if len(plan.ranges) == 1:
+            (only,) = plan.ranges
+            self.set_header("Content-Range", only.content_range(info.length))
+            self.set_header("Content-Length", only.size)
+            if include_body:
+                await self._send_parts([(b"", only)], b"")
+            return
+        multipart = ranges.plan_multipart(plan.ranges, info.length, content_type)
+        self.set_header("Content-Type", multipart.content_type)
+        self.set_header("Content-Length", multipart.content_length)
+        if include_body:
+            await self._send_parts(
+                list(zip(multipart.part_headers, multipart.ranges, strict=True)),
+                multipart.closing,
+            )
+
+    async def _send_parts(
+        self, parts: list[tuple[bytes, ranges.ByteRange]], closing: bytes
+    ) -> None:
+        """Streams each (framing, range) pair, then ``closing``, awaiting flush per chunk.
+
+        Headers go out first, so any failure after this point can only abort the connection.
+        """
+        info = self.file_info
+        sent = 0
+        try:
+            await self.flush()
+            for framing, byte_range in parts:
+                if framing:
+                    self.write(framing)
+                if byte_range.size <= 0:
+                    continue
+                async with aclosing(
+                    self.storage.read(info, byte_range.start, byte_range.end + 1)
+                ) as chunks:
+                    async for chunk in chunks:
+                        self.write(chunk)
+                        sent += len(chunk)
+                        await self.flush()
+                        await asyncio.sleep(0)  # let other requests run between chunks
+            if closing:
+                self.write(closing)
+        except StreamClosedError:
+            log.debug("client went away after %d bytes of %s", sent, info.filename)
+        except (CorruptFile, StorageUnavailable) as exc:
+            log.error("aborted %s after %d bytes: %s", info.filename, sent, exc)
+            self._abort_connection()
+
+    def _abort_connection(self) -> None:
+        """Closes the connection mid-body, so the client sees a truncated response, never a
+        complete-looking wrong one."""
+        stream = getattr(self.request.connection, "stream", None)
+        if stream is not None:
+            stream.close()
+        self._write_buffer = []

@@ -1,0 +1,60 @@
+"""Storages: where files live. The handlers know only :class:`Storage`."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from gridserve.storage.base import (
+    CorruptFile,
+    FileInfo,
+    FileNotFound,
+    InvalidKey,
+    Storage,
+    StorageError,
+    StorageUnavailable,
+)
+from gridserve.storage.gridfs import GridFSStorage
+
+__all__ = [
+    "CorruptFile",
+    "FileInfo",
+    "FileNotFound",
+    "GridFSStorage",
+    "InvalidKey",
+    "Storage",
+    "StorageError",
+    "StorageURIError",
+    "StorageUnavailable",
+    "from_uri",
+]
+
+
+class StorageURIError(ValueError):
+    """A storage URI that names no storage we can build."""
+
+
+def from_uri(uri: str, *, bucket: str = "fs", **options: Any) -> Storage:
+    """Builds the storage a URI names: ``mongodb://`` or ``mongodb+srv://`` → GridFS in the
+    URI's database (bucket ``bucket``). Raises :class:`StorageURIError` for anything else."""
+    scheme = uri.partition("://")[0].lower() if "://" in uri else ""
+    if scheme in ("mongodb", "mongodb+srv"):
+        from pymongo.errors import ConfigurationError, InvalidURI
+
+        try:
+            return GridFSStorage.from_uri(uri, bucket, **options)
+        except (InvalidURI, ConfigurationError, ValueError) as exc:
+            raise StorageURIError(f"invalid MongoDB URI: {exc}") from exc
+    raise StorageURIError(f"unsupported storage URI {mask_uri(uri)!r}: expected mongodb://...")
+
+
+def mask_uri(uri: str) -> str:
+    """``uri`` with any password replaced by ``***``, for logs and error messages."""
+    scheme, sep, rest = uri.partition("://")
+    if not sep:
+        return uri
+    authority, slash, tail = rest.partition("/")
+    userinfo, at, host = authority.rpartition("@")
+    if not at or ":" not in userinfo:
+        return uri
+    user = userinfo.split(":", 1)[0]
+    return f"{scheme}://{user}:***@{host}{slash}{tail}"

@@ -1,0 +1,146 @@
+"""The storage interface every backend implements and the handlers are written against.
+
+A storage maps a *key* (a file's id as a string, or its name) to a :class:`FileInfo`, and
+reads a byte range of that file as an async iterator of ``bytes``. Backends differ only behind
+this interface; one conformance suite (``tests/test_storage_contract.py``) runs against each.
+
+Override points of :class:`Storage`, what each receives and returns:
+
+``resolve(key, revision=None) -> FileInfo``
+    Looks a file up. ``key`` is a non-empty ``str`` (already URL-decoded). A key that is a
+    backend id selects that file (``revision`` is then ignored); otherwise it is a filename and
+    ``revision`` picks among the files of that name as GridFS does (``-1``/None newest, ``-2``
+    the one before, ``0`` oldest, ``1`` the second oldest). Raises :class:`FileNotFound`,
+    :class:`InvalidKey` or :class:`StorageUnavailable`.
+
+``read(info, start=0, stop=None) -> AsyncGenerator[bytes, None]``
+    Yields the bytes ``start <= i < stop`` of the file, in order, reading only what that
+    range needs, with bounded read-ahead. Raises :class:`CorruptFile` if the stored data does
+    not match ``info`` (missing or short chunk), :class:`StorageUnavailable` if the backend goes
+    away. The consumer may stop early; it must then close the iterator (``aclosing``).
+
+``save(name, chunks, *, content_type=None, metadata=None) -> FileInfo``
+    Stores a new file (a new revision when the name exists) from an async iterable of
+    ``bytes``. Atomic: until it returns, no reader sees the file; if it raises, nothing is
+    left behind.
+
+``delete(info) -> None``, ``list(prefix="", limit=100) -> AsyncIterator[FileInfo]``,
+``ping() -> None`` (raises :class:`StorageUnavailable`), ``close() -> None``.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import AsyncGenerator, AsyncIterable, AsyncIterator, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any
+
+from gridserve.validators import ETag, etag_for, http_seconds
+
+MAX_KEY_BYTES = 1024
+
+
+class StorageError(Exception):
+    """Base of the errors a storage raises."""
+
+
+class FileNotFound(StorageError):
+    """No file has that key (or that revision)."""
+
+
+class InvalidKey(StorageError):
+    """The key can never name a file (NUL byte, too long, empty): a client error."""
+
+
+class StorageUnavailable(StorageError):
+    """The backend cannot be reached now; the request may be retried later."""
+
+
+class CorruptFile(StorageError):
+    """The stored data disagrees with the file's description (missing or short chunk)."""
+
+
+@dataclass(frozen=True)
+class FileInfo:
+    """What the handlers know of a stored file, without reading its content.
+
+    ``id`` is the backend's own id (an ``ObjectId`` for GridFS); ``str(id)`` is a key that
+    resolves to this file. ``upload_date`` is timezone-aware UTC. ``content_type`` is what was
+    stored, if anything; the handler falls back to the extension. ``md5`` is the stored hex
+    digest, if any.
+    """
+
+    id: Any
+    filename: str
+    length: int
+    upload_date: datetime
+    chunk_size: int = 0
+    content_type: str | None = None
+    md5: str | None = None
+    metadata: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def etag(self) -> ETag:
+        return etag_for(self.id, self.length, self.upload_date, self.md5, self.metadata)
+
+    @property
+    def last_modified(self) -> datetime:
+        return http_seconds(self.upload_date)
+
+
+def check_key(key: str) -> str:
+    """Returns ``key`` if it can name a file at all, else raises :class:`InvalidKey`."""
+    if not key:
+        raise InvalidKey("empty key")
+    if "\x00" in key:
+        raise InvalidKey("key contains a NUL byte")
+    if len(key.encode("utf-8", "surrogatepass")) > MAX_KEY_BYTES:
+        raise InvalidKey(f"key longer than {MAX_KEY_BYTES} bytes")
+    return key
+
+
+def utc(moment: datetime) -> datetime:
+    """``moment`` as an aware UTC datetime (drivers return naive UTC by default)."""
+    if moment.tzinfo is None:
+        return moment.replace(tzinfo=timezone.utc)
+    return moment.astimezone(timezone.utc)
+
+
+class Storage(abc.ABC):
+    """A place files live. See the module docstring for the contract of each method."""
+
+    @abc.abstractmethod
+    async def resolve(self, key: str, revision: int | None = None) -> FileInfo: ...
+
+    @abc.abstractmethod
+    def read(
+        self, info: FileInfo, start: int = 0, stop: int | None = None
+    ) -> AsyncGenerator[bytes, None]: ...
+
+    @abc.abstractmethod
+    async def save(
+        self,
+        name: str,
+        chunks: AsyncIterable[bytes],
+        *,
+        content_type: str | None = None,
+        metadata: Mapping[str, Any] | None = None,
+    ) -> FileInfo: ...
+
+    @abc.abstractmethod
+    async def delete(self, info: FileInfo) -> None: ...
+
+    @abc.abstractmethod
+    def list(self, prefix: str = "", limit: int = 100) -> AsyncIterator[FileInfo]: ...
+
+    @abc.abstractmethod
+    async def ping(self) -> None: ...
+
+    async def close(self) -> None:  # noqa: B027 - optional override, nothing to release by default
+        """Releases what the storage owns (its database client, for one)."""
+
+    @property
+    def description(self) -> str:
+        """A short, secret-free description for logs (``GridFS media.fs``, ``local ./data``)."""
+        return type(self).__name__

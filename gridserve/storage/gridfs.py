@@ -1,0 +1,306 @@
+"""GridFS storage on PyMongo's async API (or a Motor database, for apps that hold one).
+
+Reads go straight to ``<bucket>.files`` and ``<bucket>.chunks`` rather than through
+``AsyncGridOut``: one query for the file document, and for a byte range one cursor over exactly
+the chunks ``start // chunkSize .. (stop - 1) // chunkSize``, so a seek to 90% costs what a
+seek to 0 does (with the ``files_id_1_n_1`` index every driver creates). The cursor's batch
+size is the read-ahead: at most ``read_ahead`` bytes of one response are held in memory.
+
+Writes follow the GridFS spec: chunks first, the file document last (so no reader sees a file
+before all its chunks exist), and on any failure the chunks written so far are deleted.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import math
+import re
+from collections.abc import AsyncGenerator, AsyncIterable, AsyncIterator, Mapping
+from datetime import datetime, timezone
+from typing import Any
+
+from bson import ObjectId
+from bson.errors import InvalidId
+from pymongo import ASCENDING, DESCENDING
+from pymongo.errors import ConnectionFailure, PyMongoError
+
+from gridserve.storage.base import (
+    CorruptFile,
+    FileInfo,
+    FileNotFound,
+    InvalidKey,
+    Storage,
+    StorageUnavailable,
+    check_key,
+    utc,
+)
+
+DEFAULT_CHUNK_SIZE = 255 * 1024
+DEFAULT_READ_AHEAD = 1024 * 1024
+_FILE_FIELDS = {
+    "_id": 1,
+    "filename": 1,
+    "length": 1,
+    "chunkSize": 1,
+    "uploadDate": 1,
+    "contentType": 1,
+    "md5": 1,
+    "metadata": 1,
+}
+
+
+def _object_id(key: str) -> ObjectId | None:
+    if len(key) != 24:
+        return None
+    try:
+        return ObjectId(key)
+    except (InvalidId, TypeError):
+        return None
+
+
+def _content_type(doc: Mapping[str, Any]) -> str | None:
+    for value in (
+        doc.get("contentType"),
+        (doc.get("metadata") or {}).get("contentType"),
+        (doc.get("metadata") or {}).get("content_type"),
+    ):
+        if isinstance(value, str) and value:
+            return value
+    return None
+
+
+def file_info_from_document(doc: Mapping[str, Any]) -> FileInfo:
+    """Builds a :class:`FileInfo` from a ``<bucket>.files`` document."""
+    metadata = doc.get("metadata")
+    md5 = doc.get("md5")
+    upload_date = doc.get("uploadDate")
+    return FileInfo(
+        id=doc["_id"],
+        filename=str(doc.get("filename") or ""),
+        length=int(doc.get("length") or 0),
+        chunk_size=int(doc.get("chunkSize") or DEFAULT_CHUNK_SIZE),
+        upload_date=utc(upload_date)
+        if isinstance(upload_date, datetime)
+        else datetime(1970, 1, 1, tzinfo=timezone.utc),
+        content_type=_content_type(doc),
+        md5=md5 if isinstance(md5, str) else None,
+        metadata=metadata if isinstance(metadata, Mapping) else {},
+    )
+
+
+class GridFSStorage(Storage):
+    """Files in a GridFS bucket.
+
+    ``database`` is a PyMongo ``AsyncDatabase`` or a Motor ``AsyncIOMotorDatabase``. The
+    storage does not own the client unless ``owns_client`` is true (as when built by
+    :meth:`from_uri`); then :meth:`close` closes it.
+    """
+
+    def __init__(
+        self,
+        database: Any,
+        bucket: str = "fs",
+        *,
+        read_ahead: int = DEFAULT_READ_AHEAD,
+        chunk_size: int = DEFAULT_CHUNK_SIZE,
+        owns_client: bool = False,
+    ) -> None:
+        self.database = database
+        self.bucket = bucket
+        self.files = database[f"{bucket}.files"]
+        self.chunks = database[f"{bucket}.chunks"]
+        self.read_ahead = read_ahead
+        self.chunk_size = chunk_size
+        self._owns_client = owns_client
+        self._indexes_ready = False
+
+    @classmethod
+    def from_uri(
+        cls, uri: str, bucket: str = "fs", *, default_database: str = "gridserve", **options: Any
+    ) -> GridFSStorage:
+        """A storage on its own ``AsyncMongoClient`` for ``uri`` (the URI's database, else
+        ``default_database``). Client options (``serverSelectionTimeoutMS``, ...) pass through.
+        """
+        from pymongo import AsyncMongoClient
+
+        options.setdefault("serverSelectionTimeoutMS", 5000)
+        options.setdefault("appname", "gridserve")
+        client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(uri, **options)
+        database = client.get_default_database(default=default_database)
+        return cls(database, bucket, owns_client=True)
+
+    @property
+    def description(self) -> str:
+        return f"GridFS {self.database.name}.{self.bucket}"
+
+    # -- reading -------------------------------------------------------------------------
+
+    async def resolve(self, key: str, revision: int | None = None) -> FileInfo:
+        check_key(key)
+        try:
+            oid = _object_id(key)
+            if oid is not None:
+                doc = await self.files.find_one({"_id": oid}, _FILE_FIELDS)
+                if doc is not None:
+                    return file_info_from_document(doc)
+            doc = await self._find_revision(key, -1 if revision is None else revision)
+        except ConnectionFailure as exc:
+            raise StorageUnavailable(str(exc)) from exc
+        if doc is None:
+            raise FileNotFound(key)
+        return file_info_from_document(doc)
+
+    async def _find_revision(self, filename: str, revision: int) -> Mapping[str, Any] | None:
+        if revision >= 0:
+            skip, order = revision, ASCENDING
+        else:
+            skip, order = -revision - 1, DESCENDING
+        if skip > 2**31 - 1:
+            return None
+        cursor = self.files.find(
+            {"filename": filename},
+            _FILE_FIELDS,
+            sort=[("uploadDate", order), ("_id", order)],
+            skip=skip,
+            limit=1,
+        )
+        async for doc in cursor:
+            return doc  # type: ignore[no-any-return]
+        return None
+
+    async def read(
+        self, info: FileInfo, start: int = 0, stop: int | None = None
+    ) -> AsyncGenerator[bytes, None]:
+        length = info.length
+        stop = length if stop is None else min(stop, length)
+        if start >= stop:
+            return
+        size = info.chunk_size
+        if size <= 0:
+            raise CorruptFile(f"file {info.id}: chunkSize {size}")
+        last_n = math.ceil(length / size) - 1
+        first, last = start // size, (stop - 1) // size
+        cursor = self.chunks.find(
+            {"files_id": info.id, "n": {"$gte": first, "$lte": last}},
+            {"_id": 0, "n": 1, "data": 1},
+            sort=[("n", ASCENDING)],
+            batch_size=max(1, self.read_ahead // size),
+        )
+        expected = first
+        try:
+            async for chunk in cursor:
+                n, data = chunk.get("n"), chunk.get("data")
+                if n != expected or not isinstance(data, bytes):
+                    raise CorruptFile(f"file {info.id}: chunk {expected} is missing")
+                want = size if n < last_n else length - size * last_n
+                if len(data) != want:
+                    raise CorruptFile(
+                        f"file {info.id}: chunk {n} has {len(data)} bytes, expected {want}"
+                    )
+                lo = start - n * size if n == first else 0
+                hi = stop - n * size if n == last else want
+                yield data if lo == 0 and hi == want else data[lo:hi]
+                expected += 1
+        except ConnectionFailure as exc:
+            raise StorageUnavailable(str(exc)) from exc
+        finally:
+            await cursor.close()
+        if expected <= last:
+            raise CorruptFile(f"file {info.id}: chunk {expected} is missing")
+
+    async def list(self, prefix: str = "", limit: int = 100) -> AsyncIterator[FileInfo]:
+        query: dict[str, Any] = {}
+        if prefix:
+            query["filename"] = {"$regex": "^" + re.escape(prefix)}
+        try:
+            cursor = self.files.find(
+                query, _FILE_FIELDS, sort=[("filename", ASCENDING), ("uploadDate", ASCENDING)]
+            ).limit(limit)
+            async for doc in cursor:
+                yield file_info_from_document(doc)
+        except ConnectionFailure as exc:
+            raise StorageUnavailable(str(exc)) from exc
+
+    async def ping(self) -> None:
+        try:
+            await self.database.command("ping")
+        except PyMongoError as exc:
+            raise StorageUnavailable(str(exc)) from exc
+
+    # -- writing -------------------------------------------------------------------------
+
+    async def _ensure_indexes(self) -> None:
+        if self._indexes_ready:
+            return
+        await self.files.create_index([("filename", ASCENDING), ("uploadDate", ASCENDING)])
+        await self.chunks.create_index([("files_id", ASCENDING), ("n", ASCENDING)], unique=True)
+        self._indexes_ready = True
+
+    async def save(
+        self,
+        name: str,
+        chunks: AsyncIterable[bytes],
+        *,
+        content_type: str | None = None,
+        metadata: Mapping[str, Any] | None = None,
+    ) -> FileInfo:
+        check_key(name)
+        if _object_id(name) is not None:
+            raise InvalidKey("a filename must not look like an ObjectId")
+        file_id = ObjectId()
+        size = self.chunk_size
+        md5, sha256 = hashlib.md5(usedforsecurity=False), hashlib.sha256()
+        buffer = bytearray()
+        length = n = 0
+        try:
+            await self._ensure_indexes()
+            async for piece in chunks:
+                md5.update(piece)
+                sha256.update(piece)
+                length += len(piece)
+                buffer += piece
+                while len(buffer) >= size:
+                    await self.chunks.insert_one(
+                        {"files_id": file_id, "n": n, "data": bytes(buffer[:size])}
+                    )
+                    del buffer[:size]
+                    n += 1
+            if buffer:
+                await self.chunks.insert_one({"files_id": file_id, "n": n, "data": bytes(buffer)})
+            meta = dict(metadata or {})
+            meta["sha256"] = sha256.hexdigest()
+            doc: dict[str, Any] = {
+                "_id": file_id,
+                "filename": name,
+                "length": length,
+                "chunkSize": size,
+                "uploadDate": datetime.now(timezone.utc),
+                "md5": md5.hexdigest(),
+                "metadata": meta,
+            }
+            if content_type:
+                doc["contentType"] = content_type
+            await self.files.insert_one(doc)
+        except BaseException:
+            await self._discard_chunks(file_id)
+            raise
+        return file_info_from_document(doc)
+
+    async def _discard_chunks(self, file_id: ObjectId) -> None:
+        # If the database went away too, the orphans stay unreachable: no file document.
+        with contextlib.suppress(PyMongoError):
+            await self.chunks.delete_many({"files_id": file_id})
+
+    async def delete(self, info: FileInfo) -> None:
+        try:
+            result = await self.files.delete_one({"_id": info.id})
+            await self.chunks.delete_many({"files_id": info.id})
+        except ConnectionFailure as exc:
+            raise StorageUnavailable(str(exc)) from exc
+        if result.deleted_count == 0:
+            raise FileNotFound(str(info.id))
+
+    async def close(self) -> None:
+        if self._owns_client:
+            await self.database.client.close()

@@ -1,0 +1,108 @@
+"""The test database: a FerretDB (SQLite) process on a free loopback port, or MONGODB_URI."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+import pymongo
+from pymongo.errors import PyMongoError
+
+ROOT = Path(__file__).resolve().parent.parent
+START_TIMEOUT = 30.0
+
+
+class TestDatabaseError(RuntimeError):
+    """The test database could not be provisioned; the message says why."""
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def ferretdb_binary() -> str:
+    """The cached FerretDB binary, building it (scripts/build-test-db) if needed."""
+    configured = os.environ.get("GRIDSERVE_FERRETDB")
+    if configured:
+        if not os.access(configured, os.X_OK):
+            raise TestDatabaseError(f"GRIDSERVE_FERRETDB={configured} is not an executable")
+        return configured
+    result = subprocess.run(
+        [str(ROOT / "scripts" / "build-test-db")], capture_output=True, text=True, check=False
+    )
+    if result.returncode != 0:
+        raise TestDatabaseError(f"scripts/build-test-db failed:\n{result.stderr}")
+    return result.stdout.strip().splitlines()[-1]
+
+
+class FerretDB:
+    """One FerretDB process with its own temporary data directory."""
+
+    def __init__(self, binary: str) -> None:
+        self.binary = binary
+        self.data_dir = tempfile.mkdtemp(prefix="gridserve-ferretdb-")
+        self.port = free_port()
+        self.process: subprocess.Popen[bytes] | None = None
+        self.log_path = Path(self.data_dir) / "ferretdb.log"
+
+    @property
+    def uri(self) -> str:
+        return f"mongodb://127.0.0.1:{self.port}/"
+
+    def start(self) -> None:
+        with open(self.log_path, "ab") as log:
+            self.process = subprocess.Popen(
+                [
+                    self.binary,
+                    f"--listen-addr=127.0.0.1:{self.port}",
+                    f"--data-dir={self.data_dir}/db",
+                    "--log-level=error",
+                ],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+        wait_until_up(self.uri, self.process, self.log_path)
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self.process = None
+
+    def cleanup(self) -> None:
+        self.stop()
+        shutil.rmtree(self.data_dir, ignore_errors=True)
+
+
+def wait_until_up(
+    uri: str, process: subprocess.Popen[bytes] | None = None, log_path: Path | None = None
+) -> None:
+    deadline = time.monotonic() + START_TIMEOUT
+    last_error = ""
+    while time.monotonic() < deadline:
+        if process is not None and process.poll() is not None:
+            output = log_path.read_text(errors="replace") if log_path else ""
+            raise TestDatabaseError(f"FerretDB exited with {process.returncode}:\n{output}")
+        client: pymongo.MongoClient[dict[str, object]] = pymongo.MongoClient(
+            uri, serverSelectionTimeoutMS=500
+        )
+        try:
+            client.admin.command("ping")
+            return
+        except PyMongoError as exc:
+            last_error = str(exc)
+        finally:
+            client.close()
+        time.sleep(0.1)
+    raise TestDatabaseError(f"the test database at {uri} did not answer: {last_error}")

@@ -1,0 +1,118 @@
+"""A real gridserve HTTP server on a loopback socket, run on its own thread and event loop,
+so tests can use blocking clients (requests, curl, ffmpeg) against it."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Callable
+from typing import Any
+
+import tornado.httpserver
+import tornado.netutil
+
+from gridserve.app import make_app
+from gridserve.storage.base import Storage
+
+
+class LiveServer:
+    """Serves ``make_app(make_storage(), **app_options)`` until :meth:`stop`.
+
+    ``make_storage`` runs on the server's loop (async drivers bind to the loop they start on).
+    With ``counting_proxy=True`` a byte-counting TCP proxy sits in front of the server:
+    ``proxy_url`` goes through it and ``bytes_to_client`` says how much the server sent.
+    """
+
+    def __init__(
+        self,
+        make_storage: Callable[[], Storage],
+        *,
+        counting_proxy: bool = False,
+        **app_options: Any,
+    ) -> None:
+        self.make_storage = make_storage
+        self.app_options = app_options
+        self.counting_proxy = counting_proxy
+        self.port = 0
+        self.proxy_port = 0
+        self.bytes_to_client = 0
+        self._ready = threading.Event()
+        self._error: BaseException | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stop: asyncio.Event | None = None
+        self._thread = threading.Thread(target=self._run, name="live-gridserve", daemon=True)
+
+    def url(self, path: str) -> str:
+        return f"http://127.0.0.1:{self.port}{path}"
+
+    def proxy_url(self, path: str) -> str:
+        return f"http://127.0.0.1:{self.proxy_port}{path}"
+
+    def start(self) -> LiveServer:
+        self._thread.start()
+        if not self._ready.wait(30):
+            raise RuntimeError("live server did not start")
+        if self._error is not None:
+            raise self._error
+        return self
+
+    def stop(self) -> None:
+        if self._loop is not None and self._stop is not None:
+            self._loop.call_soon_threadsafe(self._stop.set)
+        self._thread.join(30)
+
+    def run_coroutine(self, coro: Any, timeout: float = 30) -> Any:
+        """Runs ``coro`` on the server's loop (to use its storage) and returns the result."""
+        assert self._loop is not None
+        return asyncio.run_coroutine_threadsafe(coro, self._loop).result(timeout)
+
+    def _run(self) -> None:
+        try:
+            asyncio.run(self._main())
+        except BaseException as exc:  # surfaced by start()
+            self._error = exc
+            self._ready.set()
+
+    async def _main(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._stop = asyncio.Event()
+        self.storage = self.make_storage()
+        app = make_app(self.storage, **self.app_options)
+        sockets = tornado.netutil.bind_sockets(0, "127.0.0.1")
+        server = tornado.httpserver.HTTPServer(app)
+        server.add_sockets(sockets)
+        self.port = sockets[0].getsockname()[1]
+        proxy = None
+        if self.counting_proxy:
+            proxy = await asyncio.start_server(self._proxy_connection, "127.0.0.1", 0)
+            self.proxy_port = proxy.sockets[0].getsockname()[1]
+        self._ready.set()
+        await self._stop.wait()
+        server.stop()
+        if proxy is not None:
+            proxy.close()
+        await server.close_all_connections()
+        await self.storage.close()
+
+    async def _proxy_connection(
+        self, client_reader: asyncio.StreamReader, client_writer: asyncio.StreamWriter
+    ) -> None:
+        server_reader, server_writer = await asyncio.open_connection("127.0.0.1", self.port)
+
+        async def pump(
+            reader: asyncio.StreamReader, writer: asyncio.StreamWriter, count: bool
+        ) -> None:
+            try:
+                while data := await reader.read(65536):
+                    if count:
+                        self.bytes_to_client += len(data)
+                    writer.write(data)
+                    await writer.drain()
+            except (ConnectionError, OSError):
+                pass
+            finally:
+                writer.close()
+
+        await asyncio.gather(
+            pump(client_reader, server_writer, False), pump(server_reader, client_writer, True)
+        )
