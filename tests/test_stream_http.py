@@ -1,0 +1,388 @@
+"""The streaming handler over real sockets, against GridFS on the test database."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import socket
+from collections.abc import Callable
+from datetime import datetime, timezone
+from typing import Any
+from urllib.parse import quote
+
+import pytest
+import requests
+from bson import ObjectId
+
+from gridserve.storage.gridfs import GridFSStorage
+from tests.conftest import PutFile, SyncDB
+from tests.livehttp import LiveServer
+from tests.multipart import parse_byteranges
+
+DATA = os.urandom(100_000)  # 7 chunks of 16 KiB (the last one short)
+HTTP_DATE = "%a, %d %b %Y %H:%M:%S GMT"
+
+
+@pytest.fixture
+def video(put_file: PutFile) -> ObjectId:
+    return put_file("show/ep1/clip.webm", DATA)
+
+
+def get(server: LiveServer, path: str, **headers: str) -> requests.Response:
+    return requests.get(server.url(path), headers=headers, timeout=10)
+
+
+# -- lookup -------------------------------------------------------------------------------
+
+
+def test_by_object_id_and_by_name(server: LiveServer, video: ObjectId) -> None:
+    by_id = get(server, f"/fs/{video}")
+    by_name = get(server, "/fs/show/ep1/clip.webm")
+    assert by_id.status_code == by_name.status_code == 200
+    assert by_id.content == by_name.content == DATA
+    assert by_id.headers["Content-Length"] == str(len(DATA))
+    assert by_id.headers["Content-Type"] == "video/webm"
+
+
+def test_unicode_and_encoded_names(server: LiveServer, put_file: PutFile) -> None:
+    name = "música/Motörhead – Ace of Spades #1 ?.mp3"
+    put_file(name, b"ace")
+    response = get(server, "/fs/" + quote(name))
+    assert response.status_code == 200
+    assert response.content == b"ace"
+    assert response.headers["Content-Type"] == "audio/mpeg"
+    assert "filename*=UTF-8''Mot%C3%B6rhead" in response.headers["Content-Disposition"]
+
+
+def test_hex_filename_that_is_no_id_is_found_by_name(server: LiveServer, put_file: PutFile) -> None:
+    name = "a" * 24
+    put_file(name, b"by name")
+    assert get(server, f"/fs/{name}").content == b"by name"
+
+
+def test_revisions(server: LiveServer, put_file: PutFile) -> None:
+    for version in range(3):
+        put_file("song.ogg", f"v{version}".encode())
+    assert get(server, "/fs/song.ogg").content == b"v2"
+    assert get(server, "/fs/song.ogg?rev=-1").content == b"v2"
+    assert get(server, "/fs/song.ogg?rev=-2").content == b"v1"
+    assert get(server, "/fs/song.ogg?rev=0").content == b"v0"
+    assert get(server, "/fs/song.ogg?rev=2").content == b"v2"
+    assert get(server, "/fs/song.ogg?rev=3").status_code == 404
+    assert get(server, "/fs/song.ogg?rev=-4").status_code == 404
+    for bad in ("x", "1.5", "", "--1", "99999999999999999999"):
+        assert get(server, f"/fs/song.ogg?rev={bad}").status_code == 400, bad
+
+
+@pytest.mark.parametrize(
+    ("path", "status"),
+    [
+        ("/fs/nope.webm", 404),
+        ("/fs/", 404),
+        ("/fs/0123456789abcdef01234567", 404),  # a valid ObjectId nobody has
+        ("/fs/abc%00def", 400),  # NUL byte
+        ("/fs/%ff%fe", 400),  # not UTF-8
+        ("/fs/" + "x" * 2000, 400),  # longer than any key
+        ("/fs/%zz", 404),  # invalid percent-encoding stays literal
+        ("/fs/../../etc/passwd", 404),
+    ],
+)
+def test_bad_keys_are_clean_4xx(server: LiveServer, path: str, status: int) -> None:
+    response = get(server, path)
+    assert response.status_code == status
+    assert "Traceback" not in response.text
+    assert get(server, "/fs/nope").status_code == 404  # still up
+
+
+def test_unknown_methods_get_405_with_allow(server: LiveServer, video: ObjectId) -> None:
+    response = requests.request("PATCH", server.url(f"/fs/{video}"), timeout=10)
+    assert response.status_code == 405
+    assert response.headers["Allow"] == "GET, HEAD"
+
+
+# -- GET / HEAD ---------------------------------------------------------------------------
+
+
+def test_head_has_get_headers_and_reads_no_chunk(
+    server: LiveServer, video: ObjectId, sync_db: SyncDB
+) -> None:
+    full = get(server, f"/fs/{video}")
+    sync_db["fs.chunks"].delete_many({"files_id": video})  # a HEAD that read would now fail
+    head = requests.head(server.url(f"/fs/{video}"), timeout=10)
+    assert head.status_code == 200
+    assert head.content == b""
+    for name in ("Content-Length", "Content-Type", "ETag", "Last-Modified", "Accept-Ranges"):
+        assert head.headers[name] == full.headers[name]
+    ranged = requests.head(server.url(f"/fs/{video}"), headers={"Range": "bytes=0-9"}, timeout=10)
+    assert ranged.status_code == 206
+    assert ranged.headers["Content-Range"] == f"bytes 0-9/{len(DATA)}"
+
+
+@pytest.mark.parametrize(
+    ("header", "start", "end"),
+    [
+        ("bytes=0-99", 0, 99),
+        ("bytes=100-", 100, len(DATA) - 1),
+        ("bytes=-500", len(DATA) - 500, len(DATA) - 1),
+        ("bytes=99000-200000", 99000, len(DATA) - 1),
+        ("bytes=0-1", 0, 1),
+        ("bytes=16383-16384", 16383, 16384),  # across a chunk boundary
+        ("bytes=16384-32767", 16384, 32767),  # exactly one chunk
+        ("bytes=-1", len(DATA) - 1, len(DATA) - 1),
+    ],
+)
+def test_single_ranges(
+    server: LiveServer, video: ObjectId, header: str, start: int, end: int
+) -> None:
+    response = get(server, f"/fs/{video}", Range=header)
+    assert response.status_code == 206
+    assert response.headers["Content-Range"] == f"bytes {start}-{end}/{len(DATA)}"
+    assert response.headers["Content-Length"] == str(end - start + 1)
+    assert response.headers["Accept-Ranges"] == "bytes"
+    assert response.content == DATA[start : end + 1]
+
+
+@pytest.mark.parametrize("header", ["bytes=100000-", "bytes=200000-300000", "bytes=-0"])
+def test_unsatisfiable_range_is_416(server: LiveServer, video: ObjectId, header: str) -> None:
+    response = get(server, f"/fs/{video}", Range=header)
+    assert response.status_code == 416
+    assert response.headers["Content-Range"] == f"bytes */{len(DATA)}"
+    assert response.content == b""
+
+
+@pytest.mark.parametrize("header", ["bytes=9-0", "items=0-9", "bytes=abc", "garbage", "bytes="])
+def test_malformed_range_is_ignored(server: LiveServer, video: ObjectId, header: str) -> None:
+    response = get(server, f"/fs/{video}", Range=header)
+    assert response.status_code == 200
+    assert response.content == DATA
+
+
+def test_zero_length_file(server: LiveServer, put_file: PutFile) -> None:
+    put_file("empty.txt", b"")
+    for headers in ({}, {"Range": "bytes=0-"}, {"Range": "bytes=-10"}):
+        response = get(server, "/fs/empty.txt", **headers)
+        assert response.status_code == 200
+        assert response.content == b""
+        assert response.headers["Content-Length"] == "0"
+
+
+def test_multiple_ranges_are_multipart(server: LiveServer, video: ObjectId) -> None:
+    response = get(server, f"/fs/{video}", Range="bytes=0-99,50000-50099,99990-")
+    assert response.status_code == 206
+    assert response.headers["Content-Type"].startswith("multipart/byteranges; boundary=")
+    assert int(response.headers["Content-Length"]) == len(response.content)
+    assert parse_byteranges(response.headers["Content-Type"], response.content) == [
+        ("video/webm", f"bytes 0-99/{len(DATA)}", DATA[:100]),
+        ("video/webm", f"bytes 50000-50099/{len(DATA)}", DATA[50000:50100]),
+        ("video/webm", f"bytes 99990-99999/{len(DATA)}", DATA[99990:]),
+    ]
+
+
+# -- validators and conditional requests ---------------------------------------------------
+
+
+def test_etag_from_stored_md5_and_last_modified(
+    server: LiveServer, put_file: PutFile, sync_db: SyncDB
+) -> None:
+    digest = hashlib.md5(b"hello", usedforsecurity=False).hexdigest()
+    file_id = put_file("hello.txt", b"hello", md5=digest)
+    response = get(server, f"/fs/{file_id}")
+    assert response.headers["ETag"] == f'"{digest}"'
+    uploaded = sync_db["fs.files"].find_one({"_id": file_id})
+    assert uploaded is not None
+    expected = uploaded["uploadDate"].replace(tzinfo=timezone.utc).strftime(HTTP_DATE)
+    assert response.headers["Last-Modified"] == expected
+
+
+def test_etag_without_digest_is_stable_and_distinct(server: LiveServer, put_file: PutFile) -> None:
+    first, second = put_file("a.bin", b"same"), put_file("b.bin", b"same")
+    tag = get(server, f"/fs/{first}").headers["ETag"]
+    assert tag == get(server, f"/fs/{first}").headers["ETag"]
+    assert tag != get(server, f"/fs/{second}").headers["ETag"]
+    assert tag.startswith('"') and not tag.startswith("W/")
+
+
+def test_conditional_requests(server: LiveServer, video: ObjectId) -> None:
+    first = get(server, f"/fs/{video}")
+    etag, modified = first.headers["ETag"], first.headers["Last-Modified"]
+    path = f"/fs/{video}"
+
+    not_modified = get(server, path, **{"If-None-Match": etag})
+    assert not_modified.status_code == 304
+    assert not_modified.content == b""
+    assert not_modified.headers["ETag"] == etag
+    assert get(server, path, **{"If-None-Match": f'"x", W/{etag}'}).status_code == 304
+    assert get(server, path, **{"If-None-Match": "*"}).status_code == 304
+    assert get(server, path, **{"If-None-Match": '"other"'}).status_code == 200
+    assert get(server, path, **{"If-Modified-Since": modified}).status_code == 304
+    assert get(server, path, **{"If-Modified-Since": "Mon, 01 Jan 2001 00:00:00 GMT"}).ok
+
+    assert get(server, path, **{"If-Match": '"other"'}).status_code == 412
+    assert get(server, path, **{"If-Match": etag}).status_code == 200
+    assert get(server, path, **{"If-Match": "*"}).status_code == 200
+    old = "Mon, 01 Jan 2001 00:00:00 GMT"
+    assert get(server, path, **{"If-Unmodified-Since": old}).status_code == 412
+    assert get(server, path, **{"If-Unmodified-Since": modified}).status_code == 200
+    # 412 is decided before 304 (RFC 9110 §13.2.2).
+    assert get(server, path, **{"If-Match": '"other"', "If-None-Match": etag}).status_code == 412
+
+
+def test_if_range(server: LiveServer, video: ObjectId) -> None:
+    first = get(server, f"/fs/{video}")
+    etag, modified = first.headers["ETag"], first.headers["Last-Modified"]
+    path = f"/fs/{video}"
+    assert get(server, path, Range="bytes=0-9", **{"If-Range": etag}).status_code == 206
+    assert get(server, path, Range="bytes=0-9", **{"If-Range": modified}).status_code == 206
+    stale = get(server, path, Range="bytes=0-9", **{"If-Range": '"stale"'})
+    assert stale.status_code == 200
+    assert stale.content == DATA
+    weak = get(server, path, Range="bytes=0-9", **{"If-Range": f"W/{etag}"})
+    assert weak.status_code == 200
+    old = get(server, path, Range="bytes=0-9", **{"If-Range": "Mon, 01 Jan 2001 00:00:00 GMT"})
+    assert old.status_code == 200
+
+
+# -- representation headers ---------------------------------------------------------------
+
+
+def test_cache_time_and_security_headers(serve: Callable[..., LiveServer], video: ObjectId) -> None:
+    default = get(serve(), f"/fs/{video}")
+    assert "Cache-Control" not in default.headers
+    assert default.headers["X-Content-Type-Options"] == "nosniff"
+    assert default.headers["Content-Disposition"] == 'inline; filename="clip.webm"'
+    assert "Content-Security-Policy" not in default.headers  # video plays, never runs
+    cached = get(serve(cache_time=3600), f"/fs/{video}")
+    assert cached.headers["Cache-Control"] == "max-age=3600"
+
+
+def test_download_and_content_types(server: LiveServer, put_file: PutFile, sync_db: SyncDB) -> None:
+    put_file("page.html", b"<script>alert(1)</script>", content_type="text/html")
+    put_file("seg001.ts", b"ts")
+    put_file("index.m3u8", b"#EXTM3U")
+    put_file("meta.bin", b"x", metadata={"contentType": "audio/flac"})
+    put_file("unknown", b"x")
+    put_file("bad.mp4", b"x", content_type="text/plain\r\nSet-Cookie: a=b")
+
+    html = get(server, "/fs/page.html?download=1")
+    assert html.headers["Content-Type"] == "text/html"
+    assert html.headers["Content-Security-Policy"] == "sandbox"
+    assert html.headers["Content-Disposition"] == 'attachment; filename="page.html"'
+    assert get(server, "/fs/seg001.ts").headers["Content-Type"] == "video/mp2t"
+    m3u8 = get(server, "/fs/index.m3u8").headers["Content-Type"]
+    assert m3u8 == "application/vnd.apple.mpegurl"
+    assert get(server, "/fs/meta.bin").headers["Content-Type"] == "audio/flac"
+    assert get(server, "/fs/unknown").headers["Content-Type"] == "application/octet-stream"
+    bad = get(server, "/fs/bad.mp4")
+    assert bad.status_code == 200
+    assert bad.headers["Content-Type"] == "video/mp4"
+    assert "Set-Cookie" not in bad.headers
+
+
+# -- streaming ----------------------------------------------------------------------------
+
+
+def test_a_range_reads_only_its_chunks(
+    server: LiveServer, video: ObjectId, sync_db: SyncDB
+) -> None:
+    # Without chunks 0-4 a read from chunk 0 would fail; a range in chunks 5-6 must not notice.
+    sync_db["fs.chunks"].delete_many({"files_id": video, "n": {"$lt": 5}})
+    response = get(server, f"/fs/{video}", Range="bytes=90000-")
+    assert response.status_code == 206
+    assert response.content == DATA[90000:]
+
+
+@pytest.mark.parametrize(
+    ("damage", "reason"),
+    [
+        ({"$unset": {"data": ""}}, "chunk 3 is missing"),
+        ({"$set": {"data": b"short"}}, "chunk 3 has 5 bytes"),
+    ],
+)
+def test_corrupt_file_aborts_the_connection_and_logs_one_line(
+    server: LiveServer,
+    video: ObjectId,
+    sync_db: SyncDB,
+    caplog: pytest.LogCaptureFixture,
+    damage: dict[str, Any],
+    reason: str,
+) -> None:
+    sync_db["fs.chunks"].update_one({"files_id": video, "n": 3}, damage)
+    with (
+        caplog.at_level(logging.ERROR, logger="gridserve"),
+        pytest.raises(requests.exceptions.ChunkedEncodingError),
+    ):
+        get(server, f"/fs/{video}")
+    errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert len(errors) == 1
+    assert reason in errors[0].getMessage()
+    assert get(server, f"/fs/{video}", Range="bytes=0-9").content == DATA[:10]  # still up
+
+
+def test_missing_last_chunks_are_detected(
+    server: LiveServer, video: ObjectId, sync_db: SyncDB
+) -> None:
+    sync_db["fs.chunks"].delete_many({"files_id": video, "n": {"$gte": 5}})
+    with pytest.raises(requests.exceptions.ChunkedEncodingError):
+        get(server, f"/fs/{video}")
+
+
+def test_length_longer_than_the_chunks_is_detected(
+    server: LiveServer, video: ObjectId, sync_db: SyncDB
+) -> None:
+    sync_db["fs.files"].update_one({"_id": video}, {"$set": {"length": len(DATA) + 50_000}})
+    with pytest.raises(requests.exceptions.ChunkedEncodingError):
+        get(server, f"/fs/{video}")
+
+
+def test_client_that_disconnects_mid_response(
+    server: LiveServer, put_file: PutFile, caplog: pytest.LogCaptureFixture
+) -> None:
+    file_id = put_file("big.bin", os.urandom(2_000_000), chunk_size=64 * 1024)
+    with caplog.at_level(logging.WARNING):
+        for _ in range(3):
+            with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
+                sock.sendall(f"GET /fs/{file_id} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+                assert sock.recv(4096).startswith(b"HTTP/1.1 200")
+        response = get(server, f"/fs/{file_id}", Range="bytes=-10")
+    assert response.status_code == 206
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
+
+
+def test_motor_database_is_accepted(mongo_uri: str, db_name: str, video: ObjectId) -> None:
+    motor_asyncio = pytest.importorskip("motor.motor_asyncio")
+
+    def make_storage() -> GridFSStorage:
+        return GridFSStorage(motor_asyncio.AsyncIOMotorClient(mongo_uri)[db_name])
+
+    server = LiveServer(make_storage).start()
+    try:
+        response = get(server, f"/fs/{video}", Range="bytes=20000-20009")
+        assert response.status_code == 206
+        assert response.content == DATA[20000:20010]
+        assert get(server, "/fs/show/ep1/clip.webm").content == DATA
+    finally:
+        server.stop()
+
+
+def test_unreachable_database_is_503_with_retry_after() -> None:
+    def make_storage() -> GridFSStorage:
+        # Nothing listens on port 1; fail fast.
+        return GridFSStorage.from_uri(
+            "mongodb://127.0.0.1:1/x", serverSelectionTimeoutMS=300, connectTimeoutMS=300
+        )
+
+    server = LiveServer(make_storage).start()
+    try:
+        response = get(server, "/fs/anything.webm")
+        assert response.status_code == 503
+        assert response.headers["Retry-After"].isdigit()
+    finally:
+        server.stop()
+
+
+def test_last_modified_is_whole_seconds(server: LiveServer, put_file: PutFile) -> None:
+    file_id = put_file("t.txt", b"t")
+    modified = get(server, f"/fs/{file_id}").headers["Last-Modified"]
+    parsed = datetime.strptime(modified, HTTP_DATE)
+    assert parsed.microsecond == 0
