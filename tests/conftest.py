@@ -20,6 +20,20 @@ from tests.livehttp import LiveServer
 
 SyncDB = pymongo.database.Database[dict[str, Any]]
 
+_FIGURES: list[str] = []
+
+
+def report_figure(line: str) -> None:
+    """Records a measured figure; all of them are printed at the end of the run."""
+    _FIGURES.append(line)
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    if _FIGURES:
+        terminalreporter.section("measured figures")
+        for line in _FIGURES:
+            terminalreporter.write_line(line)
+
 
 @pytest.fixture(scope="session")
 def test_database() -> Iterator[FerretDB | None]:

@@ -4,6 +4,7 @@ so tests can use blocking clients (requests, curl, ffmpeg) against it."""
 from __future__ import annotations
 
 import asyncio
+import socket
 import threading
 from collections.abc import Callable
 from typing import Any
@@ -13,6 +14,8 @@ import tornado.netutil
 
 from gridserve.app import make_app
 from gridserve.storage.base import Storage
+
+PROXY_BUFFER = 32 * 1024
 
 
 class LiveServer:
@@ -97,13 +100,25 @@ class LiveServer:
     async def _proxy_connection(
         self, client_reader: asyncio.StreamReader, client_writer: asyncio.StreamWriter
     ) -> None:
-        server_reader, server_writer = await asyncio.open_connection("127.0.0.1", self.port)
+        # Small buffers on the proxy's own sockets, so that what it counts is what the client
+        # took (plus the client's receive buffer), not what the proxy itself queued.
+        upstream = socket.socket()
+        upstream.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, PROXY_BUFFER)
+        upstream.setblocking(False)
+        await asyncio.get_running_loop().sock_connect(upstream, ("127.0.0.1", self.port))
+        server_reader, server_writer = await asyncio.open_connection(
+            sock=upstream, limit=PROXY_BUFFER
+        )
+        client_sock = client_writer.get_extra_info("socket")
+        if client_sock is not None:
+            client_sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, PROXY_BUFFER)
+        client_writer.transport.set_write_buffer_limits(high=PROXY_BUFFER)
 
         async def pump(
             reader: asyncio.StreamReader, writer: asyncio.StreamWriter, count: bool
         ) -> None:
             try:
-                while data := await reader.read(65536):
+                while data := await reader.read(PROXY_BUFFER):
                     if count:
                         self.bytes_to_client += len(data)
                     writer.write(data)
