@@ -124,7 +124,8 @@ class GridFSStorage(Storage):
         """
         from pymongo import AsyncMongoClient
 
-        options.setdefault("serverSelectionTimeoutMS", 5000)
+        if "serverselectiontimeoutms" not in uri.lower():  # the URI's own setting wins
+            options.setdefault("serverSelectionTimeoutMS", 5000)
         options.setdefault("appname", "gridserve")
         client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(uri, **options)
         database = client.get_default_database(default=default_database)

@@ -1,0 +1,112 @@
+"""The ``gridserve`` command as a real process: serve, stop on SIGTERM, exit codes."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+
+import pytest
+import requests
+
+from tests.conftest import PutFile
+from tests.dbserver import free_port
+
+
+def gridserve(*args: str) -> list[str]:
+    return [sys.executable, "-m", "gridserve.cli", *args]
+
+
+def wait_for_http(url: str, process: subprocess.Popen[str], timeout: float = 20) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise AssertionError(f"gridserve exited early: {process.communicate()[1]}")
+        try:
+            requests.get(url, timeout=1)
+            return
+        except requests.ConnectionError:
+            time.sleep(0.1)
+    raise AssertionError(f"{url} did not answer")
+
+
+@pytest.fixture
+def running(mongo_uri: str, db_name: str) -> Iterator[tuple[subprocess.Popen[str], int]]:
+    port = free_port()
+    uri = mongo_uri.rstrip("/") + f"/{db_name}"
+    process = subprocess.Popen(
+        gridserve("serve", "--storage", uri, "--port", str(port), "--prefix", "/media"),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    wait_for_http(f"http://127.0.0.1:{port}/", process)
+    yield process, port
+    if process.poll() is None:
+        process.kill()
+        process.communicate()
+
+
+def test_serve_streams_and_stops_cleanly_on_sigterm(
+    running: tuple[subprocess.Popen[str], int], put_file: PutFile
+) -> None:
+    process, port = running
+    put_file("a/b.mp3", b"0123456789")
+    response = requests.get(
+        f"http://127.0.0.1:{port}/media/a/b.mp3", headers={"Range": "bytes=2-4"}, timeout=5
+    )
+    assert response.status_code == 206
+    assert response.content == b"234"
+    process.send_signal(signal.SIGTERM)
+    _, stderr = process.communicate(timeout=20)
+    assert process.returncode == 0
+    assert "serving GridFS" in stderr
+
+
+def test_unreachable_database_exits_1_naming_the_masked_uri() -> None:
+    port = free_port()
+    result = subprocess.run(
+        gridserve(
+            "serve",
+            "--storage",
+            f"mongodb://user:s3cret@127.0.0.1:{port}/media?serverSelectionTimeoutMS=500",
+        ),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 1
+    assert "user:***@127.0.0.1" in result.stderr
+    assert "s3cret" not in result.stderr
+    assert len([line for line in result.stderr.splitlines() if "ERROR" in line]) == 1
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["serve", "--storage", "mongodb://[bad"],
+        ["serve", "--storage", "ftp://example/x"],
+        ["serve", "--port", "notanumber", "--storage", "mongodb://localhost/x"],
+        ["serve", "--no-such-flag"],
+        ["frobnicate"],
+    ],
+)
+def test_bad_usage_exits_2(args: list[str]) -> None:
+    result = subprocess.run(
+        gridserve(*args), capture_output=True, text=True, timeout=30, check=False
+    )
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    assert result.stderr.strip()
+
+
+def test_help_lists_the_flags() -> None:
+    result = subprocess.run(
+        gridserve("serve", "--help"), capture_output=True, text=True, timeout=30, check=False
+    )
+    assert result.returncode == 0
+    for flag in ("--storage", "--bucket", "--address", "--port", "--prefix", "--cache-time"):
+        assert flag in result.stdout
