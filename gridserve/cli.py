@@ -23,11 +23,13 @@ log = logging.getLogger("gridserve")
 
 EXIT_RUNTIME = 1
 EXIT_USAGE = 2
+DEFAULT_LOCAL_DIR = "gridserve-data"
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="gridserve", description="Stream files stored in MongoDB GridFS over HTTP."
+        prog="gridserve",
+        description="Stream files stored in MongoDB GridFS (or a directory) over HTTP.",
     )
     parser.add_argument("--version", action="version", version=f"gridserve {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -35,9 +37,10 @@ def build_parser() -> argparse.ArgumentParser:
     serve = commands.add_parser("serve", help="run the HTTP server")
     serve.add_argument(
         "--storage",
-        required=True,
+        default=None,
         metavar="URI",
-        help="where files live: mongodb://host/database (GridFS)",
+        help="where files live: mongodb://host/database (GridFS), or a directory "
+        f"(file:PATH or PATH); default: ./{DEFAULT_LOCAL_DIR}, created if absent",
     )
     serve.add_argument("--bucket", default="fs", help="GridFS bucket name (default: fs)")
     serve.add_argument("--address", default="127.0.0.1", help="address to listen on")
@@ -97,11 +100,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         level=getattr(logging, args.log_level.upper()),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    embedded_default = args.storage is None
+    if embedded_default:
+        args.storage = DEFAULT_LOCAL_DIR
     try:
         storage = from_uri(args.storage, bucket=args.bucket)
     except StorageURIError as exc:
         print(f"gridserve: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    if embedded_default:
+        log.info(
+            "no --storage given: using %s (the embedded default; "
+            "--storage mongodb://... for GridFS)",
+            storage.description,
+        )
     return asyncio.run(_serve(args, storage))
 
 

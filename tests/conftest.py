@@ -3,9 +3,11 @@ seeding through the synchronous driver, and live gridserve servers on loopback s
 
 from __future__ import annotations
 
+import asyncio
 import os
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import gridfs
@@ -14,7 +16,9 @@ import pytest
 from bson import ObjectId
 from pymongo import AsyncMongoClient
 
+from gridserve.storage.base import Storage
 from gridserve.storage.gridfs import GridFSStorage
+from gridserve.storage.local import LocalStorage
 from tests.dbserver import FerretDB, TestDatabaseError, ferretdb_binary
 from tests.livehttp import LiveServer
 
@@ -77,13 +81,61 @@ def sync_db(sync_client: pymongo.MongoClient[dict[str, Any]], db_name: str) -> S
     return sync_client[db_name]
 
 
-PutFile = Callable[..., ObjectId]
+BACKENDS = ["gridfs", "local"]
+PutFile = Callable[..., Any]
 
 
 @pytest.fixture
-def put_file(sync_db: SyncDB) -> PutFile:
-    """Stores a file with the synchronous GridFS API: put_file(name, data, chunk_size=...,
-    content_type=..., metadata=..., md5=...) -> ObjectId."""
+def backend(request: pytest.FixtureRequest) -> str:
+    """The storage backend under test: "gridfs" unless parametrized (indirect=True)."""
+    return str(getattr(request, "param", "gridfs"))
+
+
+@pytest.fixture
+def local_root(tmp_path: Path) -> Path:
+    return tmp_path / "local-storage"
+
+
+@pytest.fixture
+def make_storage(
+    backend: str, mongo_uri: str, db_name: str, local_root: Path
+) -> Callable[[], Storage]:
+    """A factory of the backend's storage (call it on the loop that will use it)."""
+    if backend == "gridfs":
+        return lambda: GridFSStorage.from_uri(mongo_uri, default_database=db_name)
+    if backend == "local":
+        # A small read block, so that tests cross block boundaries as they do GridFS chunks.
+        return lambda: LocalStorage(local_root, block_size=4096)
+    raise AssertionError(f"unknown backend {backend}")
+
+
+@pytest.fixture
+def put_file(backend: str, request: pytest.FixtureRequest, local_root: Path) -> PutFile:
+    """Stores a file in the backend: put_file(name, data, chunk_size=..., content_type=...,
+    metadata=..., md5=...) -> its id. GridFS goes through the synchronous GridFS API (md5, when
+    given, is set on the file document); local disk through LocalStorage.save."""
+    if backend == "local":
+
+        def put_local(
+            name: str,
+            data: bytes,
+            *,
+            chunk_size: int = 0,
+            content_type: str | None = None,
+            metadata: dict[str, Any] | None = None,
+        ) -> Any:
+            async def body() -> AsyncIterator[bytes]:
+                yield data
+
+            storage = LocalStorage(local_root)
+            saved = asyncio.run(
+                storage.save(name, body(), content_type=content_type, metadata=metadata)
+            )
+            return saved.id
+
+        return put_local
+
+    sync_db: SyncDB = request.getfixturevalue("sync_db")
 
     def put(
         name: str,
@@ -116,14 +168,11 @@ async def async_db(mongo_uri: str, db_name: str) -> Any:
 
 
 @pytest.fixture
-def serve(mongo_uri: str, db_name: str) -> Iterator[Callable[..., LiveServer]]:
-    """serve(**make_app_options) -> a LiveServer on this test's database (GridFS bucket fs)."""
+def serve(make_storage: Callable[[], Storage]) -> Iterator[Callable[..., LiveServer]]:
+    """serve(**make_app_options) -> a LiveServer on this test's backend."""
     servers: list[LiveServer] = []
 
     def start(**options: Any) -> LiveServer:
-        def make_storage() -> GridFSStorage:
-            return GridFSStorage.from_uri(mongo_uri, default_database=db_name)
-
         server = LiveServer(make_storage, **options).start()
         servers.append(server)
         return server

@@ -7,6 +7,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 import requests
@@ -110,3 +111,26 @@ def test_help_lists_the_flags() -> None:
     assert result.returncode == 0
     for flag in ("--storage", "--bucket", "--address", "--port", "--prefix", "--cache-time"):
         assert flag in result.stdout
+
+
+def test_serve_without_storage_uses_the_local_default(tmp_path: Path) -> None:
+    port = free_port()
+    process = subprocess.Popen(
+        gridserve("serve", "--port", str(port)),
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        wait_for_http(f"http://127.0.0.1:{port}/", process)
+        (tmp_path / "gridserve-data" / "hello.txt").write_text("hello from disk")
+        response = requests.get(f"http://127.0.0.1:{port}/fs/hello.txt", timeout=5)
+        assert response.status_code == 200
+        assert response.text == "hello from disk"
+    finally:
+        process.send_signal(signal.SIGTERM)
+        _, stderr = process.communicate(timeout=20)
+    assert process.returncode == 0
+    first = stderr.splitlines()[0]
+    assert "embedded default" in first and str(tmp_path / "gridserve-data") in first

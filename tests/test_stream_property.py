@@ -13,8 +13,10 @@ import requests
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.conftest import PutFile
+from tests.conftest import BACKENDS, PutFile
 from tests.livehttp import LiveServer
+
+pytestmark = pytest.mark.parametrize("backend", BACKENDS, indirect=True)
 
 CHUNK_SIZES = [1000, 4096, 16384]
 

@@ -14,6 +14,7 @@ from gridserve.storage.base import (
     StorageUnavailable,
 )
 from gridserve.storage.gridfs import GridFSStorage
+from gridserve.storage.local import LocalStorage
 
 __all__ = [
     "CorruptFile",
@@ -21,6 +22,7 @@ __all__ = [
     "FileNotFound",
     "GridFSStorage",
     "InvalidKey",
+    "LocalStorage",
     "Storage",
     "StorageError",
     "StorageURIError",
@@ -34,9 +36,23 @@ class StorageURIError(ValueError):
 
 
 def from_uri(uri: str, *, bucket: str = "fs", **options: Any) -> Storage:
-    """Builds the storage a URI names: ``mongodb://`` or ``mongodb+srv://`` → GridFS in the
-    URI's database (bucket ``bucket``). Raises :class:`StorageURIError` for anything else."""
+    """Builds the storage a URI names.
+
+    - ``mongodb://...`` or ``mongodb+srv://...``: GridFS in the URI's database, bucket
+      ``bucket``; ``options`` go to ``AsyncMongoClient``.
+    - ``file:PATH``, ``file://PATH`` or a plain path: :class:`LocalStorage` (created if absent).
+
+    Raises :class:`StorageURIError` for anything else.
+    """
     scheme = uri.partition("://")[0].lower() if "://" in uri else ""
+    if not scheme or scheme == "file" or uri.startswith("file:"):
+        path = uri.removeprefix("file://") if scheme == "file" else uri.removeprefix("file:")
+        if not path:
+            raise StorageURIError("empty path for a local storage")
+        try:
+            return LocalStorage(path)
+        except OSError as exc:
+            raise StorageURIError(f"cannot use {path!r} as a local storage: {exc}") from exc
     if scheme in ("mongodb", "mongodb+srv"):
         from pymongo.errors import ConfigurationError, InvalidURI
 
@@ -44,7 +60,9 @@ def from_uri(uri: str, *, bucket: str = "fs", **options: Any) -> Storage:
             return GridFSStorage.from_uri(uri, bucket, **options)
         except (InvalidURI, ConfigurationError, ValueError) as exc:
             raise StorageURIError(f"invalid MongoDB URI: {exc}") from exc
-    raise StorageURIError(f"unsupported storage URI {mask_uri(uri)!r}: expected mongodb://...")
+    raise StorageURIError(
+        f"unsupported storage URI {mask_uri(uri)!r}: expected mongodb://..., file:PATH or a path"
+    )
 
 
 def mask_uri(uri: str) -> str:

@@ -100,6 +100,15 @@ def check_key(key: str) -> str:
     return key
 
 
+def stored_content_type(declared: Any, metadata: Mapping[str, Any]) -> str | None:
+    """The content type a file was stored with: the top-level field, else ``contentType`` or
+    ``content_type`` in its metadata (where older GridFS tools put it), else None."""
+    for value in (declared, metadata.get("contentType"), metadata.get("content_type")):
+        if isinstance(value, str) and value:
+            return value
+    return None
+
+
 def utc(moment: datetime) -> datetime:
     """``moment`` as an aware UTC datetime (drivers return naive UTC by default)."""
     if moment.tzinfo is None:

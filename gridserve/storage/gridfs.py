@@ -33,6 +33,7 @@ from gridserve.storage.base import (
     Storage,
     StorageUnavailable,
     check_key,
+    stored_content_type,
     utc,
 )
 
@@ -59,20 +60,10 @@ def _object_id(key: str) -> ObjectId | None:
         return None
 
 
-def _content_type(doc: Mapping[str, Any]) -> str | None:
-    for value in (
-        doc.get("contentType"),
-        (doc.get("metadata") or {}).get("contentType"),
-        (doc.get("metadata") or {}).get("content_type"),
-    ):
-        if isinstance(value, str) and value:
-            return value
-    return None
-
-
 def file_info_from_document(doc: Mapping[str, Any]) -> FileInfo:
     """Builds a :class:`FileInfo` from a ``<bucket>.files`` document."""
     metadata = doc.get("metadata")
+    metadata = metadata if isinstance(metadata, Mapping) else {}
     md5 = doc.get("md5")
     upload_date = doc.get("uploadDate")
     return FileInfo(
@@ -83,9 +74,9 @@ def file_info_from_document(doc: Mapping[str, Any]) -> FileInfo:
         upload_date=utc(upload_date)
         if isinstance(upload_date, datetime)
         else datetime(1970, 1, 1, tzinfo=timezone.utc),
-        content_type=_content_type(doc),
+        content_type=stored_content_type(doc.get("contentType"), metadata),
         md5=md5 if isinstance(md5, str) else None,
-        metadata=metadata if isinstance(metadata, Mapping) else {},
+        metadata=metadata,
     )
 
 
