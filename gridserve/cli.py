@@ -43,6 +43,12 @@ def build_parser() -> argparse.ArgumentParser:
         f"(file:PATH or PATH); default: ./{DEFAULT_LOCAL_DIR}, created if absent",
     )
     serve.add_argument("--bucket", default="fs", help="GridFS bucket name (default: fs)")
+    serve.add_argument(
+        "--s3-endpoint",
+        metavar="URL",
+        help="S3-compatible endpoint for s3:// storages (MinIO, Ceph, R2); default: AWS",
+    )
+    serve.add_argument("--s3-region", metavar="REGION", help="S3 region (default: AWS config)")
     serve.add_argument("--address", default="127.0.0.1", help="address to listen on")
     serve.add_argument("--port", type=int, default=8888, help="port to listen on (default 8888)")
     serve.add_argument("--prefix", default="/fs", help="URL prefix of the files (default /fs)")
@@ -103,8 +109,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     embedded_default = args.storage is None
     if embedded_default:
         args.storage = DEFAULT_LOCAL_DIR
+    options = {}
+    if args.storage.startswith("s3://"):
+        if args.s3_endpoint:
+            options["endpoint_url"] = args.s3_endpoint
+        if args.s3_region:
+            options["region_name"] = args.s3_region
     try:
-        storage = from_uri(args.storage, bucket=args.bucket)
+        storage = from_uri(args.storage, bucket=args.bucket, **options)
     except StorageURIError as exc:
         print(f"gridserve: {exc}", file=sys.stderr)
         return EXIT_USAGE

@@ -97,13 +97,19 @@ def http_seconds(moment: datetime) -> datetime:
 
 
 def etag_for(
-    file_id: Any, length: int, upload_date: datetime, md5: str | None, metadata: Mapping[str, Any]
+    file_id: Any,
+    length: int,
+    upload_date: datetime,
+    md5: str | None,
+    metadata: Mapping[str, Any],
+    native: str | None = None,
 ) -> ETag:
     """The strong ETag of a stored file, computed without reading its content.
 
     In order of preference: the top-level ``md5`` GridFS (and our uploads) store; a digest kept
-    in metadata (``sha256`` or ``md5``); else a hash of (id, length, uploadDate), which changes
-    whenever the stored bytes could have.
+    in metadata (``sha256`` or ``md5``); the backend's own strong validator (``native``, such as
+    S3's ETag); else a hash of (id, length, uploadDate), which changes whenever the stored bytes
+    could have.
     """
     if md5 and _HEX_RE.fullmatch(md5):
         return ETag(f'"{md5.lower()}"')
@@ -111,6 +117,10 @@ def etag_for(
         digest = metadata.get(key)
         if isinstance(digest, str) and _HEX_RE.fullmatch(digest):
             return ETag(f'"{digest.lower()}"')
+    if native:
+        tag = parse_etag(native if native.startswith('"') else f'"{native}"')
+        if tag is not None and not tag.weak:
+            return tag
     identity = f"{file_id}\x00{length}\x00{upload_date.isoformat()}"
     return ETag(f'"g{hashlib.sha256(identity.encode()).hexdigest()[:32]}"')
 

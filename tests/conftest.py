@@ -19,8 +19,10 @@ from pymongo import AsyncMongoClient
 from gridserve.storage.base import Storage
 from gridserve.storage.gridfs import GridFSStorage
 from gridserve.storage.local import LocalStorage
+from gridserve.storage.s3 import S3Storage
 from tests.dbserver import FerretDB, TestDatabaseError, ferretdb_binary
 from tests.livehttp import LiveServer
+from tests.s3server import S3Proxy, s3proxy_jar
 
 SyncDB = pymongo.database.Database[dict[str, Any]]
 
@@ -81,7 +83,7 @@ def sync_db(sync_client: pymongo.MongoClient[dict[str, Any]], db_name: str) -> S
     return sync_client[db_name]
 
 
-BACKENDS = ["gridfs", "local"]
+BACKENDS = ["gridfs", "local", "s3"]
 PutFile = Callable[..., Any]
 
 
@@ -96,13 +98,50 @@ def local_root(tmp_path: Path) -> Path:
     return tmp_path / "local-storage"
 
 
+@pytest.fixture(scope="session")
+def s3_server() -> Iterator[S3Proxy]:
+    """The s3proxy process of this session."""
+    try:
+        server = S3Proxy(s3proxy_jar())
+        server.start()
+    except TestDatabaseError as exc:
+        pytest.fail(f"cannot start the S3 test server: {exc}", pytrace=False)
+    yield server
+    server.cleanup()
+
+
+@pytest.fixture
+def s3_bucket(s3_server: S3Proxy) -> str:
+    """A fresh bucket of this test's own."""
+    from aiobotocore.session import get_session
+
+    name = f"gs-{uuid.uuid4().hex[:12]}"
+
+    async def create() -> None:
+        async with get_session().create_client("s3", **s3_server.client_options()) as s3:
+            await s3.create_bucket(Bucket=name)
+
+    asyncio.run(create())
+    return name
+
+
+def s3_storage(request: pytest.FixtureRequest) -> Callable[[], Storage]:
+    server: S3Proxy = request.getfixturevalue("s3_server")
+    bucket: str = request.getfixturevalue("s3_bucket")
+    return lambda: S3Storage(bucket, "media", **server.client_options())
+
+
 @pytest.fixture
 def make_storage(
-    backend: str, mongo_uri: str, db_name: str, local_root: Path
+    backend: str, request: pytest.FixtureRequest, local_root: Path
 ) -> Callable[[], Storage]:
     """A factory of the backend's storage (call it on the loop that will use it)."""
     if backend == "gridfs":
+        mongo_uri: str = request.getfixturevalue("mongo_uri")
+        db_name: str = request.getfixturevalue("db_name")
         return lambda: GridFSStorage.from_uri(mongo_uri, default_database=db_name)
+    if backend == "s3":
+        return s3_storage(request)
     if backend == "local":
         # A small read block, so that tests cross block boundaries as they do GridFS chunks.
         return lambda: LocalStorage(local_root, block_size=4096)
@@ -110,13 +149,15 @@ def make_storage(
 
 
 @pytest.fixture
-def put_file(backend: str, request: pytest.FixtureRequest, local_root: Path) -> PutFile:
+def put_file(
+    backend: str, request: pytest.FixtureRequest, make_storage: Callable[[], Storage]
+) -> PutFile:
     """Stores a file in the backend: put_file(name, data, chunk_size=..., content_type=...,
     metadata=..., md5=...) -> its id. GridFS goes through the synchronous GridFS API (md5, when
-    given, is set on the file document); local disk through LocalStorage.save."""
-    if backend == "local":
+    given, is set on the file document); the other backends through their own save()."""
+    if backend != "gridfs":
 
-        def put_local(
+        def put_other(
             name: str,
             data: bytes,
             *,
@@ -127,13 +168,19 @@ def put_file(backend: str, request: pytest.FixtureRequest, local_root: Path) -> 
             async def body() -> AsyncIterator[bytes]:
                 yield data
 
-            storage = LocalStorage(local_root)
-            saved = asyncio.run(
-                storage.save(name, body(), content_type=content_type, metadata=metadata)
-            )
-            return saved.id
+            async def save() -> Any:
+                storage = make_storage()
+                try:
+                    saved = await storage.save(
+                        name, body(), content_type=content_type, metadata=metadata
+                    )
+                finally:
+                    await storage.close()
+                return saved.id
 
-        return put_local
+            return asyncio.run(save())
+
+        return put_other
 
     sync_db: SyncDB = request.getfixturevalue("sync_db")
 

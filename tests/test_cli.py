@@ -2,18 +2,22 @@
 
 from __future__ import annotations
 
+import asyncio
+import os
 import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
 import requests
 
+from gridserve.storage.s3 import S3Storage
 from tests.conftest import PutFile
 from tests.dbserver import free_port
+from tests.s3server import S3Proxy
 
 
 def gridserve(*args: str) -> list[str]:
@@ -134,3 +138,52 @@ def test_serve_without_storage_uses_the_local_default(tmp_path: Path) -> None:
     assert process.returncode == 0
     first = stderr.splitlines()[0]
     assert "embedded default" in first and str(tmp_path / "gridserve-data") in first
+
+
+def test_serve_s3_with_credentials_from_the_environment(s3_server: S3Proxy, s3_bucket: str) -> None:
+    options = s3_server.client_options()
+    env = {
+        **os.environ,
+        "AWS_ACCESS_KEY_ID": options["aws_access_key_id"],
+        "AWS_SECRET_ACCESS_KEY": options["aws_secret_access_key"],
+        "AWS_DEFAULT_REGION": "us-east-1",
+    }
+    storage = S3Storage(s3_bucket, "media", **options)
+    asyncio.run(_save_and_close(storage, "a.mp3", b"0123456789"))
+    port = free_port()
+    process = subprocess.Popen(
+        gridserve(
+            "serve",
+            "--storage",
+            f"s3://{s3_bucket}/media",
+            "--s3-endpoint",
+            s3_server.endpoint,
+            "--port",
+            str(port),
+        ),
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        wait_for_http(f"http://127.0.0.1:{port}/", process)
+        response = requests.get(
+            f"http://127.0.0.1:{port}/fs/a.mp3", headers={"Range": "bytes=-3"}, timeout=5
+        )
+        assert response.status_code == 206
+        assert response.content == b"789"
+    finally:
+        process.send_signal(signal.SIGTERM)
+        process.communicate(timeout=20)
+    assert process.returncode == 0
+
+
+async def _save_and_close(storage: S3Storage, name: str, data: bytes) -> None:
+    async def body() -> AsyncIterator[bytes]:
+        yield data
+
+    try:
+        await storage.save(name, body())
+    finally:
+        await storage.close()

@@ -117,3 +117,11 @@ def test_decision_never_raises(if_match: str, if_none_match: str, since: str) ->
     headers = {"If-Match": if_match, "If-None-Match": if_none_match, "If-Modified-Since": since}
     assert evaluate_preconditions("GET", headers, TAG, MODIFIED) in Precondition
     assert if_range_allows_partial(since, TAG, MODIFIED) in (True, False)
+
+
+def test_etag_falls_back_to_the_backends_own_validator() -> None:
+    when = datetime(2026, 1, 1, tzinfo=timezone.utc)
+    assert etag_for(1, 10, when, None, {}, '"abc-3"') == ETag('"abc-3"')
+    assert etag_for(1, 10, when, None, {}, "abc-3") == ETag('"abc-3"')
+    assert etag_for(1, 10, when, "ff", {}, '"abc-3"') == ETag('"ff"')  # a digest wins
+    assert etag_for(1, 10, when, None, {}, 'W/"weak"') == etag_for(1, 10, when, None, {})

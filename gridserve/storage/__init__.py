@@ -41,6 +41,12 @@ def from_uri(uri: str, *, bucket: str = "fs", **options: Any) -> Storage:
     - ``mongodb://...`` or ``mongodb+srv://...``: GridFS in the URI's database, bucket
       ``bucket``; ``options`` go to ``AsyncMongoClient``.
     - ``file:PATH``, ``file://PATH`` or a plain path: :class:`LocalStorage` (created if absent).
+    - ``s3://bucket/prefix``: :class:`~gridserve.storage.s3.S3Storage`; ``options`` go to
+      aiobotocore's client (``endpoint_url``, ``region_name``, ...), credentials come from the
+      standard AWS chain unless given.
+    - ``s3://bucket/prefix``: :class:`~gridserve.storage.s3.S3Storage`; ``options`` go to
+      aiobotocore's client (``endpoint_url``, ``region_name``, ...), credentials come from the
+      standard AWS chain unless given.
 
     Raises :class:`StorageURIError` for anything else.
     """
@@ -60,8 +66,19 @@ def from_uri(uri: str, *, bucket: str = "fs", **options: Any) -> Storage:
             return GridFSStorage.from_uri(uri, bucket, **options)
         except (InvalidURI, ConfigurationError, ValueError) as exc:
             raise StorageURIError(f"invalid MongoDB URI: {exc}") from exc
+    if scheme == "s3":
+        bucket_name, _, prefix = uri[len("s3://") :].partition("/")
+        if not bucket_name:
+            raise StorageURIError("an s3:// URI needs a bucket: s3://bucket/prefix")
+        from gridserve.storage.s3 import S3Storage
+
+        try:
+            return S3Storage(bucket_name, prefix, **options)
+        except RuntimeError as exc:
+            raise StorageURIError(str(exc)) from exc
     raise StorageURIError(
-        f"unsupported storage URI {mask_uri(uri)!r}: expected mongodb://..., file:PATH or a path"
+        f"unsupported storage URI {mask_uri(uri)!r}: "
+        "expected mongodb://..., s3://bucket/prefix, file:PATH or a path"
     )
 
 

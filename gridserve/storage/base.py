@@ -68,7 +68,8 @@ class FileInfo:
     ``id`` is the backend's own id (an ``ObjectId`` for GridFS); ``str(id)`` is a key that
     resolves to this file. ``upload_date`` is timezone-aware UTC. ``content_type`` is what was
     stored, if anything; the handler falls back to the extension. ``md5`` is the stored hex
-    digest, if any.
+    digest, if any. ``native_etag`` is a strong validator the backend keeps itself (S3's ETag),
+    used for the ETag when no digest is stored.
     """
 
     id: Any
@@ -79,10 +80,13 @@ class FileInfo:
     content_type: str | None = None
     md5: str | None = None
     metadata: Mapping[str, Any] = field(default_factory=dict)
+    native_etag: str | None = None
 
     @property
     def etag(self) -> ETag:
-        return etag_for(self.id, self.length, self.upload_date, self.md5, self.metadata)
+        return etag_for(
+            self.id, self.length, self.upload_date, self.md5, self.metadata, self.native_etag
+        )
 
     @property
     def last_modified(self) -> datetime:

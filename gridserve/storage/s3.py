@@ -1,0 +1,329 @@
+"""S3 storage: objects in a bucket (under an optional key prefix) of any S3-compatible service.
+
+Built on aiobotocore (``pip install gridserve[s3]``), so credentials, region and profiles come
+from the standard AWS chain (environment, ``~/.aws/config``, instance roles) unless given.
+Checksums are sent only when an operation requires them, which keeps MinIO, Ceph, R2 and
+s3proxy working with current botocore.
+
+- A range read is one ranged ``GetObject`` with ``If-Match`` on the ETag seen at lookup, so an
+  object replaced between lookup and read is detected, never spliced.
+- ETag and Last-Modified come from the object. Uploads that fit in one part (``part_size``,
+  8 MiB) are a single ``PutObject`` that also stores ``md5``/``sha256`` in the object's user
+  metadata (so the ETag is the MD5, as on the other backends); larger ones stream as a
+  multipart upload holding one part in memory at a time, aborted on any failure, so nothing is
+  left behind, and keep S3's multipart ETag (digests would need a server-side copy).
+- Revisions: the newest only (``rev`` ``-1`` and ``0`` name it), as on local disk.
+- Keys ending in ``/`` (directory placeholders some services list) are not files.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+from collections.abc import AsyncGenerator, AsyncIterable, AsyncIterator, Mapping
+from datetime import datetime
+from typing import Any
+
+from gridserve.mediatypes import is_valid_media_type
+from gridserve.storage.base import (
+    CorruptFile,
+    FileInfo,
+    FileNotFound,
+    Storage,
+    StorageUnavailable,
+    check_key,
+    stored_content_type,
+    utc,
+)
+
+DEFAULT_PART_SIZE = 8 * 1024 * 1024
+READ_BLOCK = 256 * 1024
+# What services report for objects stored without a type (s3proxy: application/unknown).
+_DEFAULT_TYPES = ("binary/octet-stream", "application/octet-stream", "application/unknown")
+_S3_STACK = ("aiohttp", "aiobotocore", "botocore")
+_META_KEY = "gridserve"  # x-amz-meta-gridserve: the user metadata, as JSON
+
+
+class S3Storage(Storage):
+    """Objects of ``bucket`` under ``prefix``. ``client_options`` go to aiobotocore's
+    ``create_client`` (``endpoint_url``, ``region_name``, ``aws_access_key_id`` ...)."""
+
+    def __init__(
+        self,
+        bucket: str,
+        prefix: str = "",
+        *,
+        part_size: int = DEFAULT_PART_SIZE,
+        **client_options: Any,
+    ) -> None:
+        try:
+            from aiobotocore.config import AioConfig
+            from aiobotocore.session import get_session
+        except ImportError as exc:  # pragma: no cover - depends on the install
+            raise RuntimeError("S3 storage needs aiobotocore: pip install gridserve[s3]") from exc
+        if part_size < 5 * 1024 * 1024:
+            raise ValueError("S3 multipart parts must be at least 5 MiB")
+        self.bucket = bucket
+        self.prefix = prefix.strip("/") + "/" if prefix.strip("/") else ""
+        self.part_size = part_size
+        client_options.setdefault(
+            "config",
+            AioConfig(
+                request_checksum_calculation="when_required",
+                response_checksum_validation="when_required",
+                s3={"addressing_style": "path"} if client_options.get("endpoint_url") else None,
+                retries={"max_attempts": 2, "mode": "standard"},
+                connect_timeout=5,
+                read_timeout=30,
+            ),
+        )
+        self._client_options = client_options
+        self._session = get_session()
+        self._stack: contextlib.AsyncExitStack | None = None
+        self._client: Any = None
+
+    @property
+    def description(self) -> str:
+        endpoint = self._client_options.get("endpoint_url") or "AWS"
+        return f"S3 s3://{self.bucket}/{self.prefix} at {endpoint}"
+
+    async def _s3(self) -> Any:
+        if self._client is None:
+            stack = contextlib.AsyncExitStack()
+            self._client = await stack.enter_async_context(
+                self._session.create_client("s3", **self._client_options)
+            )
+            self._stack = stack
+        return self._client
+
+    def _object_key(self, key: str) -> str:
+        check_key(key)
+        if key.endswith("/"):
+            raise FileNotFound(key)
+        return self.prefix + key
+
+    # -- errors --------------------------------------------------------------------------
+
+    @staticmethod
+    def _translate(exc: Exception, key: str) -> Exception:
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        original: Exception = exc
+        if isinstance(exc, ClientError):
+            error = exc.response.get("Error", {})
+            code = str(error.get("Code", ""))
+            status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+            if code in ("404", "NoSuchKey", "NotFound") or status == 404:
+                return FileNotFound(key)
+            if code in ("412", "PreconditionFailed") or status == 412:
+                return CorruptFile(f"{key}: replaced since it was looked up")
+            if status is not None and status >= 500:
+                return StorageUnavailable(f"S3 {code}: {error.get('Message', '')}")
+            return original
+        # Only the S3 stack's own errors mean "unreachable"; anything else (the upload's source
+        # failing, say) is not ours to rename.
+        if isinstance(exc, BotoCoreError) or type(exc).__module__.split(".")[0] in _S3_STACK:
+            return StorageUnavailable(f"S3 unreachable: {exc}")
+        return exc
+
+    # -- reading -------------------------------------------------------------------------
+
+    def _info(
+        self,
+        key: str,
+        length: int,
+        modified: datetime,
+        etag: str | None,
+        content_type: str | None,
+        user_metadata: Mapping[str, str],
+    ) -> FileInfo:
+        metadata: dict[str, Any] = {}
+        with contextlib.suppress(ValueError, TypeError):
+            stored = json.loads(user_metadata.get(_META_KEY, "{}"))
+            if isinstance(stored, dict):
+                metadata = stored
+        md5 = user_metadata.get("md5")
+        if md5 is None and etag and len(etag.strip('"')) == 32 and "-" not in etag:
+            md5 = etag.strip('"')  # a single-part object's ETag is its MD5
+        if user_metadata.get("sha256"):
+            metadata["sha256"] = user_metadata["sha256"]
+        return FileInfo(
+            id=key,
+            filename=key,
+            length=length,
+            upload_date=utc(modified),
+            chunk_size=READ_BLOCK,
+            content_type=stored_content_type(
+                None if content_type in _DEFAULT_TYPES else content_type, metadata
+            ),
+            md5=md5,
+            metadata=metadata,
+            native_etag=etag,
+        )
+
+    async def resolve(self, key: str, revision: int | None = None) -> FileInfo:
+        object_key = self._object_key(key)
+        if revision not in (None, -1, 0):
+            raise FileNotFound(key)
+        try:
+            head = await (await self._s3()).head_object(Bucket=self.bucket, Key=object_key)
+        except Exception as exc:
+            raise self._translate(exc, key) from exc
+        return self._info(
+            key,
+            int(head["ContentLength"]),
+            head["LastModified"],
+            head.get("ETag"),
+            head.get("ContentType"),
+            head.get("Metadata") or {},
+        )
+
+    async def read(
+        self, info: FileInfo, start: int = 0, stop: int | None = None
+    ) -> AsyncGenerator[bytes, None]:
+        stop = info.length if stop is None else min(stop, info.length)
+        if start >= stop:
+            return
+        request: dict[str, Any] = {
+            "Bucket": self.bucket,
+            "Key": self._object_key(info.filename),
+            "Range": f"bytes={start}-{stop - 1}",
+        }
+        if info.native_etag:
+            request["IfMatch"] = info.native_etag
+        try:
+            response = await (await self._s3()).get_object(**request)
+        except Exception as exc:
+            raise self._translate(exc, info.filename) from exc
+        received = 0
+        body = response["Body"]
+        try:
+            async for block in body.iter_chunks(READ_BLOCK):
+                received += len(block)
+                yield block
+        except (FileNotFound, CorruptFile, StorageUnavailable):
+            raise
+        except GeneratorExit:
+            raise
+        except Exception as exc:
+            raise self._translate(exc, info.filename) from exc
+        finally:
+            body.close()
+        if received != stop - start:
+            raise CorruptFile(f"{info.filename}: got {received} of {stop - start} bytes")
+
+    async def list(self, prefix: str = "", limit: int = 100) -> AsyncIterator[FileInfo]:
+        paginator = (await self._s3()).get_paginator("list_objects_v2")
+        found = 0
+        try:
+            async for page in paginator.paginate(Bucket=self.bucket, Prefix=self.prefix + prefix):
+                for entry in page.get("Contents", []):
+                    key = entry["Key"][len(self.prefix) :]
+                    if not key or key.endswith("/"):
+                        continue
+                    yield self._info(
+                        key, int(entry["Size"]), entry["LastModified"], entry.get("ETag"), None, {}
+                    )
+                    found += 1
+                    if found >= limit:
+                        return
+        except Exception as exc:
+            raise self._translate(exc, prefix) from exc
+
+    async def ping(self) -> None:
+        try:
+            await (await self._s3()).head_bucket(Bucket=self.bucket)
+        except Exception as exc:
+            translated = self._translate(exc, self.bucket)
+            if isinstance(translated, FileNotFound):
+                raise StorageUnavailable(f"bucket {self.bucket} does not exist") from exc
+            raise StorageUnavailable(str(translated)) from exc
+
+    # -- writing -------------------------------------------------------------------------
+
+    async def save(
+        self,
+        name: str,
+        chunks: AsyncIterable[bytes],
+        *,
+        content_type: str | None = None,
+        metadata: Mapping[str, Any] | None = None,
+    ) -> FileInfo:
+        object_key = self._object_key(name)
+        s3 = await self._s3()
+        md5, sha256 = hashlib.md5(usedforsecurity=False), hashlib.sha256()
+        common: dict[str, Any] = {"Bucket": self.bucket, "Key": object_key}
+        if content_type and is_valid_media_type(content_type):  # it travels as a header
+            common["ContentType"] = content_type
+        user_metadata = {_META_KEY: json.dumps(dict(metadata or {}), separators=(",", ":"))}
+        buffer = bytearray()
+        upload_id: str | None = None
+        parts: list[dict[str, Any]] = []
+        try:
+            async for piece in chunks:
+                md5.update(piece)
+                sha256.update(piece)
+                buffer += piece
+                while len(buffer) >= self.part_size:
+                    if upload_id is None:
+                        created = await s3.create_multipart_upload(**common, Metadata=user_metadata)
+                        upload_id = created["UploadId"]
+                    number = len(parts) + 1
+                    part = await s3.upload_part(
+                        Bucket=self.bucket,
+                        Key=object_key,
+                        UploadId=upload_id,
+                        PartNumber=number,
+                        Body=bytes(buffer[: self.part_size]),
+                    )
+                    parts.append({"ETag": part["ETag"], "PartNumber": number})
+                    del buffer[: self.part_size]
+            if upload_id is None:
+                user_metadata.update(md5=md5.hexdigest(), sha256=sha256.hexdigest())
+                await s3.put_object(**common, Body=bytes(buffer), Metadata=user_metadata)
+            else:
+                if buffer:
+                    number = len(parts) + 1
+                    part = await s3.upload_part(
+                        Bucket=self.bucket,
+                        Key=object_key,
+                        UploadId=upload_id,
+                        PartNumber=number,
+                        Body=bytes(buffer),
+                    )
+                    parts.append({"ETag": part["ETag"], "PartNumber": number})
+                await s3.complete_multipart_upload(
+                    Bucket=self.bucket,
+                    Key=object_key,
+                    UploadId=upload_id,
+                    MultipartUpload={"Parts": parts},
+                )
+        except BaseException as exc:
+            if upload_id is not None:
+                with contextlib.suppress(Exception):
+                    await s3.abort_multipart_upload(
+                        Bucket=self.bucket, Key=object_key, UploadId=upload_id
+                    )
+            if isinstance(exc, Exception):
+                translated = self._translate(exc, name)
+                if translated is not exc:
+                    raise translated from exc
+            raise
+        # What a later lookup will say, so the ETag is the same: digests for a single-part
+        # object, S3's own multipart ETag otherwise.
+        return await self.resolve(name)
+
+    async def delete(self, info: FileInfo) -> None:
+        await self.resolve(info.filename)  # S3 deletes are idempotent; say when nothing was there
+        try:
+            await (await self._s3()).delete_object(
+                Bucket=self.bucket, Key=self._object_key(info.filename)
+            )
+        except Exception as exc:
+            raise self._translate(exc, info.filename) from exc
+
+    async def close(self) -> None:
+        if self._stack is not None:
+            await self._stack.aclose()
+        self._stack, self._client = None, None
