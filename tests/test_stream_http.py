@@ -69,7 +69,6 @@ def test_hex_filename_that_is_no_id_is_found_by_name(server: LiveServer, put_fil
     ("path", "status"),
     [
         ("/fs/nope.webm", 404),
-        ("/fs/", 404),
         ("/fs/0123456789abcdef01234567", 404),  # a valid ObjectId nobody has
         ("/fs/abc%00def", 400),  # NUL byte
         ("/fs/%ff%fe", 400),  # not UTF-8
@@ -88,7 +87,7 @@ def test_bad_keys_are_clean_4xx(server: LiveServer, path: str, status: int) -> N
 def test_unknown_methods_get_405_with_allow(server: LiveServer, video: ObjectId) -> None:
     response = requests.request("PATCH", server.url(f"/fs/{video}"), timeout=10)
     assert response.status_code == 405
-    assert response.headers["Allow"] == "GET, HEAD"
+    assert response.headers["Allow"] == "GET, HEAD, PUT, POST, DELETE"
 
 
 # -- GET / HEAD ---------------------------------------------------------------------------

@@ -28,7 +28,8 @@ after the file is resolved):
     Adds headers to every successful response.
 
 Options given to ``initialize``: ``storage`` (required), ``cache_time`` (0),
-``max_ranges`` (16, more is answered with the whole file).
+``max_ranges`` (16, more is answered with the whole file), ``acl`` (the access-control hook of
+:mod:`gridserve.acl`, asked for ``read`` before any byte is read; default: everyone reads).
 """
 
 from __future__ import annotations
@@ -45,6 +46,7 @@ import tornado.web
 from tornado.iostream import StreamClosedError
 
 from gridserve import ranges, validators
+from gridserve.acl import ACL, Action, AllowReads, has_credentials, is_allowed
 from gridserve.mediatypes import choose_content_type, content_disposition, is_passive
 from gridserve.storage.base import (
     CorruptFile,
@@ -79,6 +81,8 @@ class StorageRequestHandler(tornado.web.RequestHandler):
             self.set_header("Allow", ", ".join(self.SUPPORTED_METHODS))
         if status_code == 503:
             self.set_header("Retry-After", str(RETRY_AFTER_SECONDS))
+        if status_code == 401:
+            self.set_header("WWW-Authenticate", 'Bearer realm="gridserve"')
         self.set_header("Content-Type", "text/plain; charset=utf-8")
         self.set_header("X-Content-Type-Options", "nosniff")
         if self.request.method != "HEAD":
@@ -100,7 +104,7 @@ class GridFSHandler(StorageRequestHandler, tornado.web.StaticFileHandler):
     """Serves files of a :class:`~gridserve.storage.base.Storage` with full HTTP semantics of
     validators, conditional and range requests (see the module docstring)."""
 
-    SUPPORTED_METHODS = ("GET", "HEAD")
+    SUPPORTED_METHODS: tuple[str, ...] = ("GET", "HEAD")
 
     storage: Storage
     file_info: FileInfo
@@ -110,10 +114,12 @@ class GridFSHandler(StorageRequestHandler, tornado.web.StaticFileHandler):
         storage: Storage,
         cache_time: int = 0,
         max_ranges: int = ranges.DEFAULT_MAX_RANGES,
+        acl: ACL | None = None,
     ) -> None:
         self.storage = storage
         self.cache_time = cache_time
         self.max_ranges = max_ranges
+        self.acl: ACL = acl or AllowReads()
         self.root = ""
         self.default_filename = None
 
@@ -132,11 +138,25 @@ class GridFSHandler(StorageRequestHandler, tornado.web.StaticFileHandler):
             self.file_info = await self.resolve_file(key, revision)
         except (FileNotFound, InvalidKey, StorageUnavailable) as exc:
             raise self.storage_http_error(exc) from None
+        await self.authorize_read()
+
+    async def authorize_read(self) -> None:
+        """Runs the ACL for the resolved file (action ``read``)."""
+        await self.authorize("read", self.file_info)
+
+    async def authorize(self, action: Action, target: Any) -> None:
+        """Raises 401 (no credentials given) or 403 unless the ACL allows ``action``."""
+        if await is_allowed(self.acl, self.request, action, target):
+            return
+        if has_credentials(self.request):
+            raise tornado.web.HTTPError(403)
+        raise tornado.web.HTTPError(401)
 
     # -- StaticFileHandler's synchronous hooks, answered from the resolved FileInfo ---------
 
     def compute_etag(self) -> str | None:
-        return str(self.file_info.etag)
+        info: FileInfo | None = getattr(self, "file_info", None)
+        return str(info.etag) if info is not None else None
 
     def get_modified_time(self) -> datetime | None:
         return self.file_info.last_modified

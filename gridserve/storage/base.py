@@ -24,7 +24,11 @@ Override points of :class:`Storage`, what each receives and returns:
     ``bytes``. Atomic: until it returns, no reader sees the file; if it raises, nothing is
     left behind.
 
-``delete(info) -> None``, ``list(prefix="", limit=100) -> AsyncIterator[FileInfo]``,
+``list(prefix="", limit=100, after="") -> AsyncIterator[FileInfo]``
+    The newest revision of each file whose name starts with ``prefix`` and sorts after
+    ``after`` (a paging cursor: the last name of the previous page), by name, at most ``limit``.
+
+``delete(info) -> None``,
 ``ping() -> None`` (raises :class:`StorageUnavailable`), ``close() -> None``.
 """
 
@@ -145,7 +149,9 @@ class Storage(abc.ABC):
     async def delete(self, info: FileInfo) -> None: ...
 
     @abc.abstractmethod
-    def list(self, prefix: str = "", limit: int = 100) -> AsyncIterator[FileInfo]: ...
+    def list(
+        self, prefix: str = "", limit: int = 100, after: str = ""
+    ) -> AsyncIterator[FileInfo]: ...
 
     @abc.abstractmethod
     async def ping(self) -> None: ...

@@ -201,16 +201,32 @@ class GridFSStorage(Storage):
         if expected <= last:
             raise CorruptFile(f"file {info.id}: chunk {expected} is missing")
 
-    async def list(self, prefix: str = "", limit: int = 100) -> AsyncIterator[FileInfo]:
+    async def list(
+        self, prefix: str = "", limit: int = 100, after: str = ""
+    ) -> AsyncIterator[FileInfo]:
         query: dict[str, Any] = {}
         if prefix:
             query["filename"] = {"$regex": "^" + re.escape(prefix)}
+        if after:
+            query.setdefault("filename", {})["$gt"] = after
+        found, previous = 0, None
         try:
+            # Newest revision first within a name, so the first of each name is the one listed.
             cursor = self.files.find(
-                query, _FILE_FIELDS, sort=[("filename", ASCENDING), ("uploadDate", ASCENDING)]
-            ).limit(limit)
+                query,
+                _FILE_FIELDS,
+                sort=[("filename", ASCENDING), ("uploadDate", DESCENDING), ("_id", DESCENDING)],
+                batch_size=max(16, min(limit, 1000)),
+            )
             async for doc in cursor:
+                if doc.get("filename") == previous:
+                    continue
+                previous = doc.get("filename")
                 yield file_info_from_document(doc)
+                found += 1
+                if found >= limit:
+                    break
+            await cursor.close()
         except ConnectionFailure as exc:
             raise StorageUnavailable(str(exc)) from exc
 

@@ -160,18 +160,20 @@ class LocalStorage(Storage):
         finally:
             handle.close()
 
-    async def list(self, prefix: str = "", limit: int = 100) -> AsyncIterator[FileInfo]:
-        for info in await asyncio.to_thread(self._list_sync, prefix, limit):
+    async def list(
+        self, prefix: str = "", limit: int = 100, after: str = ""
+    ) -> AsyncIterator[FileInfo]:
+        for info in await asyncio.to_thread(self._list_sync, prefix, limit, after):
             yield info
 
-    def _list_sync(self, prefix: str, limit: int) -> builtins.list[FileInfo]:
+    def _list_sync(self, prefix: str, limit: int, after: str) -> builtins.list[FileInfo]:
         found: builtins.list[FileInfo] = []
         for directory, subdirs, files in os.walk(self.real_root):
             subdirs[:] = sorted(d for d in subdirs if not d.startswith("."))
             base = Path(directory).relative_to(self.real_root).as_posix()
             for name in sorted(f for f in files if not f.startswith(".")):
                 relative = name if base == "." else f"{base}/{name}"
-                if not relative.startswith(prefix):
+                if not relative.startswith(prefix) or relative <= after:
                     continue
                 with contextlib.suppress(FileNotFound, StorageUnavailable):
                     found.append(self._resolve_sync(relative))

@@ -213,11 +213,16 @@ class S3Storage(Storage):
         if received != stop - start:
             raise CorruptFile(f"{info.filename}: got {received} of {stop - start} bytes")
 
-    async def list(self, prefix: str = "", limit: int = 100) -> AsyncIterator[FileInfo]:
+    async def list(
+        self, prefix: str = "", limit: int = 100, after: str = ""
+    ) -> AsyncIterator[FileInfo]:
         paginator = (await self._s3()).get_paginator("list_objects_v2")
         found = 0
+        request: dict[str, Any] = {"Bucket": self.bucket, "Prefix": self.prefix + prefix}
+        if after:
+            request["StartAfter"] = self.prefix + after
         try:
-            async for page in paginator.paginate(Bucket=self.bucket, Prefix=self.prefix + prefix):
+            async for page in paginator.paginate(**request):
                 for entry in page.get("Contents", []):
                     key = entry["Key"][len(self.prefix) :]
                     if not key or key.endswith("/"):

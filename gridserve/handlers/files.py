@@ -1,0 +1,352 @@
+"""Reading, writing, deleting and listing files: :class:`FilesHandler`, what ``make_app`` mounts.
+
+``GET|HEAD {prefix}/<key>``
+    stream a file (:class:`~gridserve.handlers.stream.GridFSHandler`).
+``GET {prefix}/`` or ``{prefix}/<dir>/``
+    JSON listing: ``{"files": [...], "next": CURSOR|null}``; query ``prefix`` (default: the
+    path after ``{prefix}/``), ``limit`` (1-1000, default 100), ``after`` (a ``next`` cursor).
+``PUT {prefix}/<name>``
+    store the raw request body as ``name``.
+``POST {prefix}/`` or ``{prefix}/<dir>/``
+    store each ``file`` field of a ``multipart/form-data`` body as ``<dir>/<its filename>``.
+``DELETE {prefix}/<key>[?rev=N]``
+    delete that file: 204.
+
+Bodies stream into the storage as they arrive (``stream_request_body``; ``data_received``
+awaits a small bounded hand-over, so Tornado reads no faster than the storage writes). An
+upload answers 201 with ``Location`` and ``{id, filename, length, contentType, md5, sha256,
+uploadDate, url}`` (a list under ``files`` for POST). Each is checked against the handler's
+:class:`~gridserve.uploads.UploadPolicy` (400 bad name, 409 name exists, 413 too large, from
+``Content-Length`` before reading and mid-stream otherwise, 415 type not allowed) and the ACL
+(401/403). A rejected or interrupted upload leaves nothing behind.
+
+Options, beyond :class:`GridFSHandler`'s: ``acl`` (see :mod:`gridserve.acl`; default
+:class:`~gridserve.acl.AllowReads`, which refuses all writes), ``upload_policy``, ``prefix``
+(the URL prefix, for ``Location`` and ``url``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+from collections.abc import AsyncIterator
+from typing import Any
+from urllib.parse import quote
+
+import tornado.web
+
+from gridserve.acl import ACL, Action
+from gridserve.handlers.stream import GridFSHandler
+from gridserve.multipart import MultipartError, MultipartReader
+from gridserve.storage.base import FileInfo, FileNotFound, InvalidKey, StorageUnavailable
+from gridserve.uploads import (
+    SNIFF_BYTES,
+    Rejected,
+    UploadPolicy,
+    decide_content_type,
+    renamed,
+    sanitize_name,
+    sniff,
+)
+
+log = logging.getLogger("gridserve.files")
+
+MAX_LIST_LIMIT = 1000
+HANDOVER_CHUNKS = 4
+UNLIMITED_BODY = 1 << 50
+
+
+class BodyChannel:
+    """A bounded hand-over of body chunks from ``data_received`` to a storage's ``save``.
+
+    ``None`` marks the end. Once the consumer gives up (:meth:`close`), producers no longer
+    block and their chunks are dropped.
+    """
+
+    def __init__(self, max_chunks: int = HANDOVER_CHUNKS) -> None:
+        self._queue: asyncio.Queue[bytes | None] = asyncio.Queue(max_chunks)
+        self._closed = False
+
+    async def put(self, chunk: bytes | None) -> None:
+        if not self._closed:
+            await self._queue.put(chunk)
+
+    def close(self) -> None:
+        self._closed = True
+        while not self._queue.empty():  # frees a producer blocked on a full queue
+            self._queue.get_nowait()
+
+    async def chunks(self) -> AsyncIterator[bytes]:
+        while (chunk := await self._queue.get()) is not None:
+            yield chunk
+
+
+async def _prepend(head: bytes, rest: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+    if head:
+        yield head
+    async for chunk in rest:
+        yield chunk
+
+
+@tornado.web.stream_request_body
+class FilesHandler(GridFSHandler):
+    """Files of a storage: read, list, upload, delete (see the module docstring)."""
+
+    SUPPORTED_METHODS: tuple[str, ...] = ("GET", "HEAD", "PUT", "POST", "DELETE")
+
+    def initialize(  # type: ignore[override]
+        self,
+        storage: Any,
+        cache_time: int = 0,
+        max_ranges: int = 16,
+        acl: ACL | None = None,
+        upload_policy: UploadPolicy | None = None,
+        prefix: str = "/fs",
+    ) -> None:
+        super().initialize(storage, cache_time=cache_time, max_ranges=max_ranges, acl=acl)
+        self.upload_policy = upload_policy or UploadPolicy()
+        self.url_prefix = prefix.rstrip("/")
+        self._channel: BodyChannel | None = None
+        self._upload: asyncio.Future[Any] | None = None
+        self._multipart: MultipartReader | None = None
+        self._received = 0
+
+    # -- dispatch ------------------------------------------------------------------------
+
+    async def prepare(self) -> None:
+        key = self.path_args[0] if self.path_args else ""
+        method = self.request.method
+        if method in ("GET", "HEAD"):
+            if key == "" or key.endswith("/"):
+                await self.authorize("list", self.get_query_argument("prefix", key))
+                return
+            await super().prepare()
+            return
+        if method == "DELETE":
+            await super().prepare()  # resolves; the read ACL does not apply to a delete
+            return
+        self._check_declared_size()
+        try:
+            if method == "PUT":
+                await self._start_put(key)
+            else:
+                await self._start_post(key)
+        except Rejected as exc:
+            raise tornado.web.HTTPError(exc.status, reason=exc.reason) from None
+
+    async def authorize_read(self) -> None:
+        action: Action = "delete" if self.request.method == "DELETE" else "read"
+        await self.authorize(action, self.file_info)
+
+    # -- listing -------------------------------------------------------------------------
+
+    async def get(self, path: str, include_body: bool = True) -> None:
+        if path == "" or path.endswith("/"):
+            await self._list(path)
+            return
+        await super().get(path, include_body)
+
+    async def _list(self, path: str) -> None:
+        prefix = self.get_query_argument("prefix", path)
+        after = self.get_query_argument("after", "")
+        try:
+            limit = int(self.get_query_argument("limit", "100"))
+        except ValueError:
+            raise tornado.web.HTTPError(400, reason="Invalid limit") from None
+        if not 1 <= limit <= MAX_LIST_LIMIT:
+            raise tornado.web.HTTPError(400, reason=f"limit must be 1 to {MAX_LIST_LIMIT}")
+        try:
+            files = [
+                self.describe(info)
+                async for info in self.storage.list(prefix, limit + 1, after=after)
+            ]
+        except StorageUnavailable as exc:
+            raise self.storage_http_error(exc) from None
+        more = len(files) > limit
+        files = files[:limit]
+        self.set_header("Content-Type", "application/json; charset=utf-8")
+        self.set_header("Cache-Control", "no-store")
+        self.finish(json.dumps({"files": files, "next": files[-1]["filename"] if more else None}))
+
+    def describe(self, info: FileInfo, extra: dict[str, Any] | None = None) -> dict[str, Any]:
+        """The JSON description of a stored file (listings and upload answers)."""
+        return {
+            "id": str(info.id),
+            "filename": info.filename,
+            "length": info.length,
+            "contentType": info.content_type,
+            "md5": info.md5,
+            "sha256": info.metadata.get("sha256"),
+            "uploadDate": info.upload_date.isoformat(),
+            "url": f"{self.url_prefix}/{quote(str(info.id), safe='/')}",
+            **(extra or {}),
+        }
+
+    # -- delete --------------------------------------------------------------------------
+
+    async def delete(self, path: str) -> None:
+        try:
+            await self.storage.delete(self.file_info)
+        except (FileNotFound, InvalidKey, StorageUnavailable) as exc:
+            raise self.storage_http_error(exc) from None
+        self.set_status(204)
+
+    # -- uploads -------------------------------------------------------------------------
+
+    def _check_declared_size(self) -> None:
+        declared = self.request.headers.get("Content-Length")
+        limit = self.upload_policy.max_size
+        if (
+            declared is not None
+            and declared.isdigit()
+            and limit is not None
+            and int(declared) > limit
+        ):
+            raise tornado.web.HTTPError(413, reason=f"Larger than {limit} bytes")
+        connection = self.request.connection
+        if connection is not None and hasattr(connection, "set_max_body_size"):
+            # Tornado's own cap (100 MB by default) is for buffered bodies. Ours is the policy,
+            # counted in data_received: Tornado's would answer 400 before we could say 413.
+            connection.set_max_body_size(UNLIMITED_BODY)
+
+    async def _start_put(self, key: str) -> None:
+        name = sanitize_name(key)
+        await self.authorize("write", name)
+        declared = self.request.headers.get("Content-Type")
+        channel = self._channel = BodyChannel()
+        self._upload = asyncio.ensure_future(self._store(name, declared, channel.chunks()))
+
+    async def _start_post(self, key: str) -> None:
+        directory = key if key == "" or key.endswith("/") else key + "/"
+        if directory:
+            sanitize_name(directory.rstrip("/"))
+        await self.authorize("write", directory)
+        try:
+            self._multipart = MultipartReader(self.request.headers.get("Content-Type", ""))
+        except MultipartError as exc:
+            raise Rejected(400, str(exc)) from None
+        self._upload = asyncio.ensure_future(self._store_parts(directory, self._multipart))
+
+    async def data_received(self, chunk: bytes) -> None:
+        if self._upload is None or self._upload.done():
+            return  # already failed; its answer is on the way
+        self._received += len(chunk)
+        try:
+            self.upload_policy.check_size(self._received)
+        except Rejected as exc:
+            self._abort_upload()
+            self.send_error(exc.status, reason=exc.reason)
+            return
+        if self._channel is not None:
+            await self._channel.put(chunk)
+        elif self._multipart is not None:
+            await self._multipart.feed(chunk)
+
+    def _abort_upload(self) -> None:
+        if self._upload is not None and not self._upload.done():
+            self._upload.cancel()
+        if self._channel is not None:
+            self._channel.close()
+        if self._multipart is not None:
+            self._multipart.close()
+
+    def on_connection_close(self) -> None:
+        self._abort_upload()  # the client went away mid-body: nothing may be left behind
+        super().on_connection_close()
+
+    async def put(self, path: str) -> None:
+        if self._finished or self._channel is None or self._upload is None:
+            return
+        await self._channel.put(None)
+        info = await self._await_upload()
+        if info is not None:
+            self._created([info])
+
+    async def post(self, path: str) -> None:
+        if self._finished or self._multipart is None or self._upload is None:
+            return
+        await self._multipart.finish()
+        stored = await self._await_upload()
+        if stored is not None:
+            if not stored:
+                raise tornado.web.HTTPError(400, reason="No file field in the form")
+            self._created(stored)
+
+    async def _await_upload(self) -> Any:
+        assert self._upload is not None
+        try:
+            return await self._upload
+        except Rejected as exc:
+            self.send_error(exc.status, reason=exc.reason)
+        except MultipartError as exc:
+            self.send_error(400, reason=str(exc))
+        except InvalidKey as exc:
+            self.send_error(400, reason=str(exc))
+        except StorageUnavailable as exc:
+            log.warning("upload failed, storage unavailable: %s", exc)
+            self.send_error(503, reason="Storage unavailable")
+        return None
+
+    def _created(self, files: list[FileInfo]) -> None:
+        described = [self.describe(info) for info in files]
+        self.set_status(201)
+        self.set_header("Location", described[0]["url"])
+        self.set_header("Content-Type", "application/json; charset=utf-8")
+        body = described[0] if self.request.method == "PUT" else {"files": described}
+        self.finish(json.dumps(body))
+
+    async def _store_parts(self, directory: str, reader: MultipartReader) -> list[FileInfo]:
+        stored: list[FileInfo] = []
+        try:
+            async for part in reader.parts():
+                if part.name != "file" or part.filename is None:
+                    await part.skip()
+                    continue
+                name = sanitize_name(part.filename, basename_only=True)
+                stored.append(await self._store(directory + name, part.content_type, part.data()))
+        except BaseException:
+            # All or nothing: a failure in a later file takes back the earlier ones.
+            for info in stored:
+                with contextlib.suppress(Exception):
+                    await self.storage.delete(info)
+            raise
+        return stored
+
+    async def _store(self, name: str, declared: str | None, body: AsyncIterator[bytes]) -> FileInfo:
+        """Sniffs the first bytes, checks the type and the name, then saves the stream."""
+        try:
+            head = bytearray()
+            async for chunk in body:
+                head += chunk
+                if len(head) >= SNIFF_BYTES:
+                    break
+            content_type = decide_content_type(declared, sniff(bytes(head)), name)
+            self.upload_policy.check_type(name, content_type)
+            name = await self._free_name(name)
+            return await self.storage.save(
+                name, _prepend(bytes(head), body), content_type=content_type
+            )
+        finally:
+            if self._channel is not None:
+                self._channel.close()
+
+    async def _free_name(self, name: str) -> str:
+        policy = self.upload_policy.on_conflict
+        if policy == "revision" or not await self._exists(name):
+            return name
+        if policy == "reject":
+            raise Rejected(409, f"{name} exists")
+        for attempt in range(2, 1002):
+            candidate = renamed(name, attempt)
+            if not await self._exists(candidate):
+                return candidate
+        raise Rejected(409, f"{name} exists, and so do 1000 renamed copies")
+
+    async def _exists(self, name: str) -> bool:
+        try:
+            await self.storage.resolve(name)
+        except FileNotFound:
+            return False
+        return True
