@@ -2,14 +2,44 @@
 
 from __future__ import annotations
 
+import logging
+import time
 from typing import Any
 
 import tornado.web
 
 from gridserve.acl import ACL
 from gridserve.handlers.files import FilesHandler
+from gridserve.handlers.ops import HealthHandler, MetricsHandler, ReadyHandler
+from gridserve.metrics import Metrics
 from gridserve.storage.base import Storage
+from gridserve.tracking import RequestTracker
 from gridserve.uploads import UploadPolicy
+
+access_log = logging.getLogger("gridserve.access")
+
+
+def combined_log_line(handler: tornado.web.RequestHandler) -> str:
+    """The request in Apache's combined log format."""
+    request = handler.request
+    sent = getattr(handler, "bytes_sent", None)
+    if sent is None:
+        sent = handler._headers.get("Content-Length", "-")
+    when = time.strftime("%d/%b/%Y:%H:%M:%S +0000", time.gmtime())
+
+    def quoted(value: str | None) -> str:
+        return (value or "-").replace("\\", "\\\\").replace('"', '\\"')
+
+    return (
+        f"{request.remote_ip or '-'} - - [{when}] "
+        f'"{quoted(request.method)} {quoted(request.uri)} {request.version}" '
+        f"{handler.get_status()} {sent} "
+        f'"{quoted(request.headers.get("Referer"))}" "{quoted(request.headers.get("User-Agent"))}"'
+    )
+
+
+def log_combined(handler: tornado.web.RequestHandler) -> None:
+    access_log.info(combined_log_line(handler))
 
 
 def make_app(
@@ -20,17 +50,29 @@ def make_app(
     max_ranges: int = 16,
     acl: ACL | None = None,
     upload_policy: UploadPolicy | None = None,
+    cors_origin: str | None = None,
+    metrics: Metrics | None = None,
+    ops_routes: bool = True,
+    combined_access_log: bool = False,
     **settings: Any,
 ) -> tornado.web.Application:
     """An application serving ``storage`` under ``prefix``: read, list, upload, delete (see
-    :mod:`gridserve.handlers.files`). ``acl`` decides who may do what (default: everyone reads,
-    nobody writes); ``upload_policy`` what uploads are accepted.
+    :mod:`gridserve.handlers.files`), plus ``/healthz``, ``/readyz`` and ``/metrics`` unless
+    ``ops_routes`` is false.
 
-    ``settings`` go to ``tornado.web.Application``. To add gridserve to an existing app instead,
-    mount :class:`~gridserve.handlers.GridFSHandler` (read-only) or
+    ``acl`` decides who may do what (default: everyone reads, nobody writes); ``upload_policy``
+    what uploads are accepted; ``cors_origin`` lets players on other origins fetch (an origin,
+    a comma-separated list, or ``*``); ``metrics`` is the registry to record into (a fresh one
+    by default); ``combined_access_log`` logs each request to ``gridserve.access`` in the
+    combined format. ``settings`` go to ``tornado.web.Application``. The application's
+    ``settings["gridserve_tracker"]`` counts requests in flight (for graceful shutdown).
+
+    To add gridserve to an existing app instead, mount
+    :class:`~gridserve.handlers.GridFSHandler` (read-only) or
     :class:`~gridserve.handlers.FilesHandler` on a route of your own.
     """
     prefix = "/" + prefix.strip("/") if prefix.strip("/") else ""
+    metrics = metrics or Metrics()
     options = {
         "storage": storage,
         "cache_time": cache_time,
@@ -39,5 +81,17 @@ def make_app(
         "upload_policy": upload_policy,
         "prefix": prefix,
     }
-    routes: list[Any] = [(rf"{prefix}/(.*)", FilesHandler, options)]
+    routes: list[Any] = []
+    if ops_routes:
+        routes += [
+            (r"/healthz", HealthHandler),
+            (r"/readyz", ReadyHandler, {"storage": storage}),
+            (r"/metrics", MetricsHandler, {"metrics": metrics}),
+        ]
+    routes.append((rf"{prefix}/(.*)", FilesHandler, options))
+    settings.setdefault("gridserve_metrics", metrics)
+    settings.setdefault("gridserve_tracker", RequestTracker())
+    settings.setdefault("gridserve_cors_origin", cors_origin)
+    if combined_access_log:
+        settings.setdefault("log_function", log_combined)
     return tornado.web.Application(routes, **settings)

@@ -1,132 +1,544 @@
-"""The ``gridserve`` command.
+"""The ``gridserve`` command: ``serve`` the HTTP server, and file tools like mongofiles
+(``put``, ``get``, ``ls``, ``rm``, ``info``) that talk to the storage directly, plus ``sign``.
 
-Exit codes: 0 success, 1 a runtime failure (storage unreachable at start), 2 bad usage
-(unknown flag, invalid storage URI).
+Every setting comes from a flag, a ``GRIDSERVE_<FLAG>`` environment variable or the
+``--config`` TOML file, in that order of precedence (see :mod:`gridserve.config`).
+
+Exit codes: 0 success; 1 a runtime failure (storage unreachable, file not found); 2 bad usage
+(unknown flag, invalid value or storage URI).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import json
 import logging
+import logging.handlers
+import os
 import signal
 import sys
-from collections.abc import Sequence
+import tempfile
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from pathlib import Path
+from typing import Any, BinaryIO
 
 import tornado.httpserver
+import tornado.netutil
+import tornado.process
 
 from gridserve import __version__
+from gridserve.acl import ACL, default_acl, sign_path
 from gridserve.app import make_app
-from gridserve.storage import Storage, StorageUnavailable, StorageURIError, from_uri, mask_uri
+from gridserve.config import (
+    ALL_SETTINGS,
+    SERVE_SETTINGS,
+    STORAGE_SETTINGS,
+    ConfigError,
+    Setting,
+    config_path_from,
+    masked,
+    render_toml,
+    resolve_settings,
+)
+from gridserve.handlers.files import describe_file
+from gridserve.storage import (
+    FileNotFound,
+    InvalidKey,
+    Storage,
+    StorageUnavailable,
+    StorageURIError,
+    from_uri,
+    mask_uri,
+)
+from gridserve.uploads import (
+    SNIFF_BYTES,
+    Rejected,
+    UploadPolicy,
+    decide_content_type,
+    sanitize_name,
+    sniff,
+)
 
 log = logging.getLogger("gridserve")
 
 EXIT_RUNTIME = 1
 EXIT_USAGE = 2
 DEFAULT_LOCAL_DIR = "gridserve-data"
+START_TIMEOUT = 10.0
+COPY_BLOCK = 1024 * 1024
+
+
+class UsageError(Exception):
+    """A usage problem found after parsing: exit 2 with this message."""
+
+
+# -- parsing ----------------------------------------------------------------------------------
+
+
+def _add_settings(parser: argparse.ArgumentParser, settings: tuple[Setting, ...]) -> None:
+    for setting in settings:
+        if setting.convert.__name__ == "parse_bool":
+            parser.add_argument(
+                setting.flag,
+                dest=setting.name,
+                action="store_const",
+                const="true",
+                default=None,
+                help=f"{setting.help} [{setting.env}]",
+            )
+            continue
+        default = "" if setting.default is None else f"; default {setting.default}"
+        parser.add_argument(
+            setting.flag,
+            dest=setting.name,
+            default=None,
+            metavar=setting.metavar or setting.name.upper(),
+            help=f"{setting.help} [{setting.env}{default}]",
+        )
+    parser.add_argument(
+        "--config",
+        metavar="FILE",
+        help="TOML settings file ([gridserve] table) [GRIDSERVE_CONFIG]",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="gridserve",
-        description="Stream files stored in MongoDB GridFS (or a directory) over HTTP.",
+        description="Stream files stored in MongoDB GridFS, S3 or a directory over HTTP.",
     )
     parser.add_argument("--version", action="version", version=f"gridserve {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     serve = commands.add_parser("serve", help="run the HTTP server")
+    _add_settings(serve, ALL_SETTINGS)
     serve.add_argument(
-        "--storage",
-        default=None,
-        metavar="URI",
-        help="where files live: mongodb://host/database (GridFS), or a directory "
-        f"(file:PATH or PATH); default: ./{DEFAULT_LOCAL_DIR}, created if absent",
+        "--print-config",
+        action="store_true",
+        help="print the effective configuration (secrets masked) and exit",
     )
-    serve.add_argument("--bucket", default="fs", help="GridFS bucket name (default: fs)")
-    serve.add_argument(
-        "--s3-endpoint",
-        metavar="URL",
-        help="S3-compatible endpoint for s3:// storages (MinIO, Ceph, R2); default: AWS",
-    )
-    serve.add_argument("--s3-region", metavar="REGION", help="S3 region (default: AWS config)")
-    serve.add_argument("--address", default="127.0.0.1", help="address to listen on")
-    serve.add_argument("--port", type=int, default=8888, help="port to listen on (default 8888)")
-    serve.add_argument("--prefix", default="/fs", help="URL prefix of the files (default /fs)")
-    serve.add_argument(
-        "--cache-time", type=int, default=0, metavar="SECONDS", help="Cache-Control max-age"
-    )
-    serve.add_argument(
-        "--log-level",
-        default="info",
-        choices=["debug", "info", "warning", "error"],
-        help="log level (default info)",
-    )
+
+    put = commands.add_parser("put", help="store files")
+    put.add_argument("files", nargs="+", metavar="FILE")
+    put.add_argument("--name", help="the stored name (one FILE only); default: FILE's path")
+    put.add_argument("--content-type", help="default: sniffed from the content")
+    put.add_argument("--metadata", metavar="JSON", help="a JSON object stored with each file")
+    _add_settings(put, STORAGE_SETTINGS)
+
+    get = commands.add_parser("get", help="fetch a file")
+    get.add_argument("key", metavar="KEY", help="ObjectId or name")
+    get.add_argument("-o", "--output", help="file to write, - for stdout; default: its name")
+    get.add_argument("--rev", type=int, default=None, help="revision (-1 newest, 0 oldest)")
+    _add_settings(get, STORAGE_SETTINGS)
+
+    ls = commands.add_parser("ls", help="list files")
+    ls.add_argument("prefix", nargs="?", default="", metavar="PREFIX")
+    ls.add_argument("--json", action="store_true", help="one JSON array")
+    ls.add_argument("--limit", type=int, default=1000)
+    _add_settings(ls, STORAGE_SETTINGS)
+
+    rm = commands.add_parser("rm", help="delete files")
+    rm.add_argument("keys", nargs="+", metavar="KEY")
+    _add_settings(rm, STORAGE_SETTINGS)
+
+    info = commands.add_parser("info", help="describe a file as JSON")
+    info.add_argument("key", metavar="KEY")
+    info.add_argument("--rev", type=int, default=None)
+    _add_settings(info, STORAGE_SETTINGS)
+
+    sign = commands.add_parser("sign", help="print a signed URL path")
+    sign.add_argument("path", metavar="PATH", help="e.g. /fs/show/ep1.webm")
+    sign.add_argument("--ttl", type=int, required=True, metavar="SECONDS")
+    sign.add_argument("--method", default="GET")
+    sign.add_argument("--base-url", default="", help="prepended to the path, e.g. https://cdn")
+    sign.add_argument("--signing-key", dest="signing_key", default=None, metavar="KEY")
+    sign.add_argument("--config", metavar="FILE")
     return parser
 
 
-async def _serve(args: argparse.Namespace, storage: Storage) -> int:
-    try:
-        await asyncio.wait_for(storage.ping(), timeout=10)
-    except (StorageUnavailable, asyncio.TimeoutError) as exc:
-        log.error("cannot reach storage %s: %s", mask_uri(args.storage), str(exc).splitlines()[0])
-        await storage.close()
-        return EXIT_RUNTIME
+def settings_for(
+    args: argparse.Namespace, settings: tuple[Setting, ...], environ: dict[str, str]
+) -> dict[str, Any]:
+    flags = {s.name: getattr(args, s.name, None) for s in settings}
+    return resolve_settings(settings, flags, environ, config_path_from(args.config, environ))
 
-    app = make_app(storage, args.prefix, cache_time=args.cache_time)
-    server = tornado.httpserver.HTTPServer(app, xheaders=False)
+
+# -- storage and logging ----------------------------------------------------------------------
+
+
+def open_storage(values: dict[str, Any]) -> Storage:
+    uri = values.get("storage") or DEFAULT_LOCAL_DIR
+    options: dict[str, Any] = {}
+    if uri.startswith("s3://"):
+        if values.get("s3_endpoint"):
+            options["endpoint_url"] = values["s3_endpoint"]
+        if values.get("s3_region"):
+            options["region_name"] = values["s3_region"]
+    elif uri.startswith("mongodb") and values.get("read_preference"):
+        options["readPreference"] = values["read_preference"]
     try:
-        server.listen(args.port, args.address)
-    except OSError as exc:
-        log.error("cannot listen on %s:%d: %s", args.address, args.port, exc.strerror)
+        return from_uri(uri, bucket=values.get("bucket") or "fs", **options)
+    except StorageURIError as exc:
+        raise UsageError(str(exc)) from exc
+
+
+class ReopenableFileHandler(logging.FileHandler):
+    """A log file that SIGHUP reopens (after logrotate moved it)."""
+
+    def reopen(self) -> None:
+        self.acquire()
+        try:
+            if self.stream is not None:
+                self.stream.close()
+            self.stream = self._open()
+        finally:
+            self.release()
+
+
+def configure_logging(values: dict[str, Any]) -> list[ReopenableFileHandler]:
+    fmt = logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
+    files: list[ReopenableFileHandler] = []
+    root = logging.getLogger()
+    root.handlers.clear()
+    main: logging.Handler
+    if values.get("log_file"):
+        main = ReopenableFileHandler(values["log_file"])
+        files.append(main)
+    else:
+        main = logging.StreamHandler(sys.stderr)
+    main.setFormatter(fmt)
+    root.addHandler(main)
+    root.setLevel(getattr(logging, str(values.get("log_level", "info")).upper()))
+    access = logging.getLogger("gridserve.access")
+    access.propagate = False
+    access.handlers.clear()
+    access.setLevel(logging.INFO)
+    target = values.get("access_log")
+    if target:
+        handler: logging.Handler
+        if target == "-":
+            handler = logging.StreamHandler(sys.stderr)
+        else:
+            handler = ReopenableFileHandler(target)
+            files.append(handler)
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        access.addHandler(handler)
+    # Tornado's own per-request lines would repeat the access log; keep its warnings.
+    logging.getLogger("tornado.access").setLevel(logging.WARNING)
+    return files
+
+
+def reopen_all(files: list[ReopenableFileHandler]) -> None:
+    for handler in files:
+        handler.reopen()
+
+
+async def check_reachable(storage: Storage, uri: str) -> None:
+    try:
+        await asyncio.wait_for(storage.ping(), START_TIMEOUT)
+    except (StorageUnavailable, asyncio.TimeoutError) as exc:
+        reason = str(exc).splitlines()[0] if str(exc) else f"no answer in {START_TIMEOUT:.0f}s"
+        raise RuntimeError(f"cannot reach storage {mask_uri(uri)}: {reason}") from exc
+    finally:
         await storage.close()
+
+
+# -- serve ------------------------------------------------------------------------------------
+
+
+def serve(values: dict[str, Any], print_config: bool) -> int:
+    if print_config:
+        sys.stdout.write(render_toml(masked(values)))
+        return 0
+    try:
+        acl = default_acl(
+            upload_token=values["upload_token"],
+            signing_key=values["signing_key"],
+            require_signed_reads=values["require_signed_reads"],
+        )
+    except ValueError as exc:
+        raise UsageError(str(exc)) from exc
+    files = configure_logging(values)
+    uri = values.get("storage") or DEFAULT_LOCAL_DIR
+    probe = open_storage(values)
+    if not values.get("storage"):
+        log.info(
+            "no --storage given: using %s (the embedded default; "
+            "--storage mongodb://... for GridFS)",
+            probe.description,
+        )
+    try:
+        asyncio.run(check_reachable(probe, uri))
+    except RuntimeError as exc:
+        log.error("%s", exc)
         return EXIT_RUNTIME
+    try:
+        sockets = tornado.netutil.bind_sockets(values["port"], values["address"])
+    except OSError as exc:
+        log.error("cannot listen on %s:%d: %s", values["address"], values["port"], exc.strerror)
+        return EXIT_RUNTIME
+    processes = values["processes"]
+    if processes != 1:
+        _become_group_leader()
+        signal.signal(signal.SIGTERM, _forward_to_children)
+        signal.signal(signal.SIGINT, _forward_to_children)
+        tornado.process.fork_processes(processes, max_restarts=100)
+    return asyncio.run(_serve_forever(values, acl, sockets, files))
+
+
+def _become_group_leader() -> None:
+    with contextlib.suppress(PermissionError):  # a session leader already leads its group
+        os.setpgid(0, 0)
+
+
+def _forward_to_children(signum: int, frame: object) -> None:
+    signal.signal(signum, signal.SIG_IGN)
+    os.killpg(os.getpgrp(), signum)
+
+
+async def _serve_forever(
+    values: dict[str, Any], acl: ACL, sockets: list[Any], files: list[ReopenableFileHandler]
+) -> int:
+    storage = open_storage(values)
+    app = make_app(
+        storage,
+        values["prefix"],
+        cache_time=values["cache_time"],
+        acl=acl,
+        upload_policy=UploadPolicy(max_size=values["max_upload_size"]),
+        cors_origin=values["cors_origin"],
+        combined_access_log=bool(values["access_log"]),
+    )
+    server = tornado.httpserver.HTTPServer(app)
+    server.add_sockets(sockets)
+    port = sockets[0].getsockname()[1]
     log.info(
         "serving %s at http://%s:%d%s/",
         storage.description,
-        args.address,
-        args.port,
-        args.prefix.rstrip("/"),
+        values["address"],
+        port,
+        "/" + values["prefix"].strip("/") if values["prefix"].strip("/") else "",
     )
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    loop.add_signal_handler(signal.SIGHUP, reopen_all, files)
     await stop.wait()
-    log.info("shutting down")
+
+    tracker = app.settings["gridserve_tracker"]
+    log.info("shutting down: %d request(s) in flight", tracker.active)
     server.stop()
+    if not await tracker.drained(values["shutdown_timeout"]):
+        log.warning("shutdown timeout: aborting %d request(s)", tracker.active)
     await server.close_all_connections()
     await storage.close()
+    log.info("stopped")
+    return 0
+
+
+# -- file tools -------------------------------------------------------------------------------
+
+
+class Progress:
+    """A progress line on stderr while a transfer runs, when stderr is a terminal."""
+
+    def __init__(self, label: str, total: int | None) -> None:
+        self.label, self.total, self.done = label, total, 0
+        self.enabled = sys.stderr.isatty()
+        self._last = 0.0
+
+    def advance(self, size: int) -> None:
+        self.done += size
+        now = time.monotonic()
+        if self.enabled and now - self._last > 0.1:
+            self._last = now
+            self._draw()
+
+    def _draw(self) -> None:
+        mib = self.done / 2**20
+        if self.total:
+            percent = 100 * self.done / self.total
+            text = f"\r{self.label}  {mib:.1f}/{self.total / 2**20:.1f} MiB  {percent:3.0f}%"
+        else:
+            text = f"\r{self.label}  {mib:.1f} MiB"
+        sys.stderr.write(text)
+        sys.stderr.flush()
+
+    def close(self) -> None:
+        if self.enabled:
+            self._draw()
+            sys.stderr.write("\n")
+
+
+async def _read_file(handle: BinaryIO, head: bytes, progress: Progress) -> AsyncIterator[bytes]:
+    if head:
+        progress.advance(len(head))
+        yield head
+    while block := await asyncio.to_thread(handle.read, COPY_BLOCK):
+        progress.advance(len(block))
+        yield block
+
+
+def _stored_name(path: str, explicit: str | None) -> str:
+    if explicit:
+        return sanitize_name(explicit)
+    candidate = Path(path)
+    name = candidate.name if candidate.is_absolute() else candidate.as_posix().removeprefix("./")
+    return sanitize_name(name)
+
+
+async def cmd_put(args: argparse.Namespace, storage: Storage) -> int:
+    if args.name and len(args.files) > 1:
+        raise UsageError("--name needs exactly one FILE")
+    metadata: dict[str, Any] = {}
+    if args.metadata:
+        try:
+            metadata = json.loads(args.metadata)
+        except ValueError as exc:
+            raise UsageError(f"--metadata is not JSON: {exc}") from exc
+        if not isinstance(metadata, dict):
+            raise UsageError("--metadata must be a JSON object")
+    for path in args.files:
+        try:
+            name = _stored_name(path, args.name)
+        except Rejected as exc:
+            raise UsageError(f"{path}: {exc.reason}") from exc
+        try:
+            handle = await asyncio.to_thread(open, path, "rb")
+        except OSError as exc:
+            print(f"gridserve: {path}: {exc.strerror}", file=sys.stderr)
+            return EXIT_RUNTIME
+        with handle:
+            head = handle.read(SNIFF_BYTES)
+            content_type = args.content_type or decide_content_type(None, sniff(head), name)
+            progress = Progress(name, os.fstat(handle.fileno()).st_size)
+            info = await storage.save(
+                name,
+                _read_file(handle, head, progress),
+                content_type=content_type,
+                metadata=metadata,
+            )
+            progress.close()
+        print(json.dumps(describe_file(info)))
+    return 0
+
+
+async def cmd_get(args: argparse.Namespace, storage: Storage) -> int:
+    info = await storage.resolve(args.key, args.rev)
+    output = args.output or info.filename.rsplit("/", 1)[-1]
+    progress = Progress(info.filename, info.length)
+    if output == "-":
+        async for chunk in storage.read(info):
+            sys.stdout.buffer.write(chunk)
+            progress.advance(len(chunk))
+        sys.stdout.buffer.flush()
+    else:
+        target = Path(output)
+        fd, tmp = tempfile.mkstemp(dir=target.parent or ".", prefix=f".{target.name}.")
+        try:
+            with os.fdopen(fd, "wb") as out:
+                async for chunk in storage.read(info):
+                    await asyncio.to_thread(out.write, chunk)
+                    progress.advance(len(chunk))
+            os.replace(tmp, target)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)  # noqa: ASYNC240 - must run even when cancelled
+            raise
+    progress.close()
+    return 0
+
+
+async def cmd_ls(args: argparse.Namespace, storage: Storage) -> int:
+    files = [info async for info in storage.list(args.prefix, args.limit)]
+    if args.json:
+        print(json.dumps([describe_file(info) for info in files], indent=1))
+        return 0
+    for info in files:
+        when = info.upload_date.strftime("%Y-%m-%d %H:%M:%S")
+        print(f"{info.length:>14}  {when}  {info.filename}")
+    return 0
+
+
+async def cmd_rm(args: argparse.Namespace, storage: Storage) -> int:
+    status = 0
+    for key in args.keys:
+        try:
+            await storage.delete(await storage.resolve(key))
+        except FileNotFound:
+            print(f"gridserve: no file {key}", file=sys.stderr)
+            status = EXIT_RUNTIME
+    return status
+
+
+async def cmd_info(args: argparse.Namespace, storage: Storage) -> int:
+    info = await storage.resolve(args.key, args.rev)
+    described = describe_file(info)
+    described.update(etag=str(info.etag), metadata=dict(info.metadata))
+    print(json.dumps(described, indent=1, default=str))
+    return 0
+
+
+TOOLS: dict[str, Callable[[argparse.Namespace, Storage], Awaitable[int]]] = {
+    "put": cmd_put,
+    "get": cmd_get,
+    "ls": cmd_ls,
+    "rm": cmd_rm,
+    "info": cmd_info,
+}
+
+
+async def run_tool(args: argparse.Namespace, values: dict[str, Any]) -> int:
+    storage = open_storage(values)
+    try:
+        return await TOOLS[args.command](args, storage)
+    except FileNotFound as exc:
+        print(f"gridserve: no file {exc}", file=sys.stderr)
+        return EXIT_RUNTIME
+    except InvalidKey as exc:
+        raise UsageError(f"invalid key: {exc}") from exc
+    except StorageUnavailable as exc:
+        uri = values.get("storage") or DEFAULT_LOCAL_DIR
+        print(f"gridserve: cannot reach storage {mask_uri(uri)}: {exc}", file=sys.stderr)
+        return EXIT_RUNTIME
+    finally:
+        await storage.close()
+
+
+def cmd_sign(args: argparse.Namespace, environ: dict[str, str]) -> int:
+    signing = tuple(s for s in SERVE_SETTINGS if s.name == "signing_key")
+    values = settings_for(args, signing, environ)
+    if not values["signing_key"]:
+        raise UsageError("no signing key: --signing-key, GRIDSERVE_SIGNING_KEY or --config")
+    try:
+        signed = sign_path(values["signing_key"], args.path, args.ttl, method=args.method)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from exc
+    print(args.base_url.rstrip("/") + signed)
     return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    logging.basicConfig(
-        level=getattr(logging, args.log_level.upper()),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
-    embedded_default = args.storage is None
-    if embedded_default:
-        args.storage = DEFAULT_LOCAL_DIR
-    options = {}
-    if args.storage.startswith("s3://"):
-        if args.s3_endpoint:
-            options["endpoint_url"] = args.s3_endpoint
-        if args.s3_region:
-            options["region_name"] = args.s3_region
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    environ = dict(os.environ)
     try:
-        storage = from_uri(args.storage, bucket=args.bucket, **options)
-    except StorageURIError as exc:
-        print(f"gridserve: {exc}", file=sys.stderr)
-        return EXIT_USAGE
-    if embedded_default:
-        log.info(
-            "no --storage given: using %s (the embedded default; "
-            "--storage mongodb://... for GridFS)",
-            storage.description,
-        )
-    return asyncio.run(_serve(args, storage))
+        if args.command == "sign":
+            return cmd_sign(args, environ)
+        if args.command == "serve":
+            values = settings_for(args, ALL_SETTINGS, environ)
+            return serve(values, args.print_config)
+        values = settings_for(args, STORAGE_SETTINGS, environ)
+        logging.basicConfig(level=getattr(logging, values["log_level"].upper()))
+        return asyncio.run(run_tool(args, values))
+    except (UsageError, ConfigError) as exc:
+        parser.exit(EXIT_USAGE, f"gridserve: {exc}\n")
+    except KeyboardInterrupt:
+        return 130
 
 
 if __name__ == "__main__":

@@ -87,7 +87,7 @@ def test_bad_keys_are_clean_4xx(server: LiveServer, path: str, status: int) -> N
 def test_unknown_methods_get_405_with_allow(server: LiveServer, video: ObjectId) -> None:
     response = requests.request("PATCH", server.url(f"/fs/{video}"), timeout=10)
     assert response.status_code == 405
-    assert response.headers["Allow"] == "GET, HEAD, PUT, POST, DELETE"
+    assert response.headers["Allow"] == "GET, HEAD, PUT, POST, DELETE, OPTIONS"
 
 
 # -- GET / HEAD ---------------------------------------------------------------------------

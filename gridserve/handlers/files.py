@@ -58,6 +58,20 @@ HANDOVER_CHUNKS = 4
 UNLIMITED_BODY = 1 << 50
 
 
+def describe_file(info: FileInfo, url_prefix: str = "/fs") -> dict[str, Any]:
+    """The JSON description of a stored file: what uploads answer, listings and the CLI print."""
+    return {
+        "id": str(info.id),
+        "filename": info.filename,
+        "length": info.length,
+        "contentType": info.content_type,
+        "md5": info.md5,
+        "sha256": info.metadata.get("sha256"),
+        "uploadDate": info.upload_date.isoformat(),
+        "url": f"{url_prefix.rstrip('/')}/{quote(str(info.id), safe='/')}",
+    }
+
+
 class BodyChannel:
     """A bounded hand-over of body chunks from ``data_received`` to a storage's ``save``.
 
@@ -94,7 +108,7 @@ async def _prepend(head: bytes, rest: AsyncIterator[bytes]) -> AsyncIterator[byt
 class FilesHandler(GridFSHandler):
     """Files of a storage: read, list, upload, delete (see the module docstring)."""
 
-    SUPPORTED_METHODS: tuple[str, ...] = ("GET", "HEAD", "PUT", "POST", "DELETE")
+    SUPPORTED_METHODS: tuple[str, ...] = ("GET", "HEAD", "PUT", "POST", "DELETE", "OPTIONS")
 
     def initialize(  # type: ignore[override]
         self,
@@ -118,6 +132,8 @@ class FilesHandler(GridFSHandler):
     async def prepare(self) -> None:
         key = self.path_args[0] if self.path_args else ""
         method = self.request.method
+        if method == "OPTIONS":
+            return
         if method in ("GET", "HEAD"):
             if key == "" or key.endswith("/"):
                 await self.authorize("list", self.get_query_argument("prefix", key))
@@ -170,19 +186,9 @@ class FilesHandler(GridFSHandler):
         self.set_header("Cache-Control", "no-store")
         self.finish(json.dumps({"files": files, "next": files[-1]["filename"] if more else None}))
 
-    def describe(self, info: FileInfo, extra: dict[str, Any] | None = None) -> dict[str, Any]:
+    def describe(self, info: FileInfo) -> dict[str, Any]:
         """The JSON description of a stored file (listings and upload answers)."""
-        return {
-            "id": str(info.id),
-            "filename": info.filename,
-            "length": info.length,
-            "contentType": info.content_type,
-            "md5": info.md5,
-            "sha256": info.metadata.get("sha256"),
-            "uploadDate": info.upload_date.isoformat(),
-            "url": f"{self.url_prefix}/{quote(str(info.id), safe='/')}",
-            **(extra or {}),
-        }
+        return describe_file(info, self.url_prefix)
 
     # -- delete --------------------------------------------------------------------------
 
@@ -233,6 +239,8 @@ class FilesHandler(GridFSHandler):
         if self._upload is None or self._upload.done():
             return  # already failed; its answer is on the way
         self._received += len(chunk)
+        if self.metrics is not None:
+            self.metrics.upload_bytes.inc(len(chunk))
         try:
             self.upload_policy.check_size(self._received)
         except Rejected as exc:

@@ -48,6 +48,7 @@ from tornado.iostream import StreamClosedError
 from gridserve import ranges, validators
 from gridserve.acl import ACL, Action, AllowReads, has_credentials, is_allowed
 from gridserve.mediatypes import choose_content_type, content_disposition, is_passive
+from gridserve.metrics import Metrics
 from gridserve.storage.base import (
     CorruptFile,
     FileInfo,
@@ -56,6 +57,7 @@ from gridserve.storage.base import (
     Storage,
     StorageUnavailable,
 )
+from gridserve.tracking import RequestTracker
 
 log = logging.getLogger("gridserve.stream")
 
@@ -73,8 +75,64 @@ def parse_revision(value: str | None) -> int | None:
 
 
 class StorageRequestHandler(tornado.web.RequestHandler):
-    """Shared error answers for handlers that talk to a storage: short text, never a traceback,
-    ``Allow`` on 405 and ``Retry-After`` on 503."""
+    """What every gridserve handler shares: short text errors, never a traceback (``Allow`` on
+    405, ``Retry-After`` on 503, ``WWW-Authenticate`` on 401); CORS for players on other
+    origins (application setting ``gridserve_cors_origin``: an origin, a comma-separated list,
+    or ``*``), with preflight ``OPTIONS``; in-flight tracking (``gridserve_tracker``) for
+    graceful shutdown; metrics (``gridserve_metrics``)."""
+
+    CORS_EXPOSE = "Content-Range, Accept-Ranges, Content-Length, ETag, Last-Modified"
+    CORS_ALLOW_HEADERS = (
+        "Range, If-Range, If-Match, If-None-Match, If-Modified-Since, If-Unmodified-Since, "
+        "Authorization, Content-Type"
+    )
+
+    @property
+    def metrics(self) -> Metrics | None:
+        metrics: Metrics | None = self.settings.get("gridserve_metrics")
+        return metrics
+
+    def initialize(self, **kwargs: Any) -> None:
+        tracker: RequestTracker | None = self.settings.get("gridserve_tracker")
+        self._tracker = tracker
+        if tracker is not None:
+            tracker.started(self)
+
+    def _untrack(self) -> None:
+        if self._tracker is not None:
+            self._tracker.finished(self)
+
+    def on_finish(self) -> None:
+        self._untrack()
+        if self.metrics is not None:
+            self.metrics.requests.labels(self.request.method, str(self.get_status())).inc()
+
+    def on_connection_close(self) -> None:
+        self._untrack()
+        super().on_connection_close()
+
+    def set_default_headers(self) -> None:
+        allowed = self.settings.get("gridserve_cors_origin")
+        if not allowed:
+            return
+        origin = self.request.headers.get("Origin")
+        if allowed == "*":
+            self.set_header("Access-Control-Allow-Origin", "*")
+        else:
+            self.add_header("Vary", "Origin")
+            if origin and origin in [o.strip() for o in allowed.split(",")]:
+                self.set_header("Access-Control-Allow-Origin", origin)
+        self.set_header("Access-Control-Expose-Headers", self.CORS_EXPOSE)
+
+    async def options(self, *args: Any) -> None:
+        """CORS preflight (and a plain OPTIONS): 204 with what may be asked."""
+        methods = ", ".join(self.SUPPORTED_METHODS)
+        self.set_header("Allow", methods)
+        if self.settings.get("gridserve_cors_origin"):
+            self.set_header("Access-Control-Allow-Methods", methods)
+            self.set_header("Access-Control-Allow-Headers", self.CORS_ALLOW_HEADERS)
+            self.set_header("Access-Control-Max-Age", "86400")
+        self.set_status(204)
 
     def write_error(self, status_code: int, **kwargs: Any) -> None:
         if status_code == 405:
@@ -104,7 +162,7 @@ class GridFSHandler(StorageRequestHandler, tornado.web.StaticFileHandler):
     """Serves files of a :class:`~gridserve.storage.base.Storage` with full HTTP semantics of
     validators, conditional and range requests (see the module docstring)."""
 
-    SUPPORTED_METHODS: tuple[str, ...] = ("GET", "HEAD")
+    SUPPORTED_METHODS: tuple[str, ...] = ("GET", "HEAD", "OPTIONS")
 
     storage: Storage
     file_info: FileInfo
@@ -116,6 +174,7 @@ class GridFSHandler(StorageRequestHandler, tornado.web.StaticFileHandler):
         max_ranges: int = ranges.DEFAULT_MAX_RANGES,
         acl: ACL | None = None,
     ) -> None:
+        super().initialize()
         self.storage = storage
         self.cache_time = cache_time
         self.max_ranges = max_ranges
@@ -130,12 +189,18 @@ class GridFSHandler(StorageRequestHandler, tornado.web.StaticFileHandler):
         return self.storage.resolve(key, revision)
 
     async def prepare(self) -> None:
+        if self.request.method == "OPTIONS":
+            return
         key = self.path_args[0] if self.path_args else ""
         revision = parse_revision(self.get_query_argument("rev", None))
         if not key:
             raise tornado.web.HTTPError(404)
         try:
-            self.file_info = await self.resolve_file(key, revision)
+            if self.metrics is None:
+                self.file_info = await self.resolve_file(key, revision)
+            else:
+                with self.metrics.timed("resolve"):
+                    self.file_info = await self.resolve_file(key, revision)
         except (FileNotFound, InvalidKey, StorageUnavailable) as exc:
             raise self.storage_http_error(exc) from None
         await self.authorize_read()
@@ -211,6 +276,10 @@ class GridFSHandler(StorageRequestHandler, tornado.web.StaticFileHandler):
         ):
             specs = None
         plan = ranges.resolve_ranges(specs, info.length, max_ranges=self.max_ranges)
+        if specs is not None and self.metrics is not None:
+            kind = {ranges.RangeOutcome.UNSATISFIABLE: "unsatisfiable"}.get(plan.outcome)
+            kind = kind or ("multi" if len(plan.ranges) > 1 else "single")
+            self.metrics.range_requests.labels(kind).inc()
 
         if plan.outcome is ranges.RangeOutcome.UNSATISFIABLE:
             self.set_status(416)
@@ -250,6 +319,9 @@ class GridFSHandler(StorageRequestHandler, tornado.web.StaticFileHandler):
         """
         info = self.file_info
         sent = 0
+        metrics = self.metrics
+        if metrics is not None:
+            metrics.streams_in_flight.inc()
         try:
             await self.flush()
             for framing, byte_range in parts:
@@ -267,11 +339,17 @@ class GridFSHandler(StorageRequestHandler, tornado.web.StaticFileHandler):
                         await asyncio.sleep(0)  # let other requests run between chunks
             if closing:
                 self.write(closing)
+                await self.flush()
         except StreamClosedError:
             log.debug("client went away after %d bytes of %s", sent, info.filename)
         except (CorruptFile, StorageUnavailable) as exc:
             log.error("aborted %s after %d bytes: %s", info.filename, sent, exc)
             self._abort_connection()
+        finally:
+            self.bytes_sent = sent
+            if metrics is not None:
+                metrics.streams_in_flight.dec()
+                metrics.sent_bytes.inc(sent)
 
     def _abort_connection(self) -> None:
         """Closes the connection mid-body, so the client sees a truncated response, never a

@@ -1,0 +1,233 @@
+"""The daemon's settings: one table, four sources.
+
+Every setting has a flag (``--cache-time``), an environment variable (``GRIDSERVE_CACHE_TIME``)
+and a key in the ``--config`` TOML file (``cache_time = 60``, or ``cache-time``). Precedence:
+flag > environment > file > default. :func:`resolve_settings` merges them and converts each
+value once; :func:`masked` is what ``--print-config`` shows (secrets and URI passwords hidden).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import sys
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - Python 3.10
+    import tomli as tomllib
+
+ENV_PREFIX = "GRIDSERVE_"
+READ_PREFERENCES = (
+    "primary",
+    "primaryPreferred",
+    "secondary",
+    "secondaryPreferred",
+    "nearest",
+)
+LOG_LEVELS = ("debug", "info", "warning", "error")
+
+
+class ConfigError(ValueError):
+    """A setting that cannot be used (bad value, unreadable file): a usage error, exit 2."""
+
+
+def parse_size(text: str) -> int:
+    """``"1048576"``, ``"512K"``, ``"100M"``, ``"2G"`` (binary multiples) to bytes."""
+    match = re.fullmatch(r"\s*(\d+)\s*([KMGT]?)i?B?\s*", text, re.IGNORECASE)
+    if not match:
+        raise ValueError(f"not a size: {text!r} (use e.g. 500M or 2G)")
+    power = " KMGT".index(match.group(2).upper() or " ")
+    return int(match.group(1)) << (10 * power)
+
+
+def parse_bool(text: str) -> bool:
+    lowered = text.strip().lower()
+    if lowered in ("1", "true", "yes", "on"):
+        return True
+    if lowered in ("0", "false", "no", "off", ""):
+        return False
+    raise ValueError(f"not a boolean: {text!r}")
+
+
+def _choice(options: tuple[str, ...]) -> Callable[[str], str]:
+    def convert(text: str) -> str:
+        if text not in options:
+            raise ValueError(f"{text!r} is not one of {', '.join(options)}")
+        return text
+
+    return convert
+
+
+def _non_negative(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise ValueError(f"{value} is negative")
+    return value
+
+
+def _port(text: str) -> int:
+    value = int(text)
+    if not 0 <= value <= 65535:
+        raise ValueError(f"{value} is not a port")
+    return value
+
+
+@dataclass(frozen=True)
+class Setting:
+    name: str  # python name; the flag is --name-with-dashes
+    default: Any
+    convert: Callable[[str], Any]
+    help: str
+    secret: bool = False
+    metavar: str | None = None
+
+    @property
+    def flag(self) -> str:
+        return "--" + self.name.replace("_", "-")
+
+    @property
+    def env(self) -> str:
+        return ENV_PREFIX + self.name.upper()
+
+
+# Settings of the storage, shared by `serve` and the file tools.
+STORAGE_SETTINGS = (
+    Setting(
+        "storage",
+        None,
+        str,
+        "where files live: mongodb://host/db (GridFS), s3://bucket/prefix, or a directory "
+        "(PATH or file:PATH); default for serve: ./gridserve-data",
+        metavar="URI",
+    ),
+    Setting("bucket", "fs", str, "GridFS bucket (default fs)"),
+    Setting(
+        "s3_endpoint", None, str, "S3-compatible endpoint URL (MinIO, Ceph, R2)", metavar="URL"
+    ),
+    Setting("s3_region", None, str, "S3 region (default: the AWS configuration)"),
+    Setting(
+        "read_preference",
+        None,
+        _choice(READ_PREFERENCES),
+        "MongoDB read preference, e.g. secondaryPreferred for read-heavy media",
+    ),
+    Setting("log_level", "info", _choice(LOG_LEVELS), "debug, info, warning or error"),
+)
+
+SERVE_SETTINGS = (
+    Setting("address", "127.0.0.1", str, "address to listen on (default 127.0.0.1)"),
+    Setting("port", 8888, _port, "port to listen on (default 8888)"),
+    Setting("prefix", "/fs", str, "URL prefix of the files (default /fs)"),
+    Setting("processes", 1, _non_negative, "processes to pre-fork; 0 = one per core (default 1)"),
+    Setting("cache_time", 0, _non_negative, "Cache-Control max-age in seconds (default 0: none)"),
+    Setting(
+        "cors_origin",
+        None,
+        str,
+        "allow players on this origin (or *) to fetch files: CORS, exposing Content-Range, "
+        "Accept-Ranges, Content-Length, ETag",
+        metavar="ORIGIN",
+    ),
+    Setting("upload_token", None, str, "bearer token that allows uploads and deletes", True),
+    Setting("signing_key", None, str, "key for signed URLs (gridserve sign)", True),
+    Setting("require_signed_reads", False, parse_bool, "reads need a signed URL"),
+    Setting(
+        "max_upload_size", None, parse_size, "largest upload accepted, e.g. 2G", metavar="SIZE"
+    ),
+    Setting("access_log", None, str, "access log file in combined format, or - for stderr"),
+    Setting("log_file", None, str, "log to this file instead of stderr (SIGHUP reopens it)"),
+    Setting("shutdown_timeout", 30, _non_negative, "seconds in-flight responses get at shutdown"),
+)
+
+ALL_SETTINGS = STORAGE_SETTINGS + SERVE_SETTINGS
+SECRETS = {s.name for s in ALL_SETTINGS if s.secret}
+
+
+def read_config_file(path: str | os.PathLike[str]) -> dict[str, Any]:
+    try:
+        with open(path, "rb") as handle:
+            data = tomllib.load(handle)
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"config file {path} is not valid TOML: {exc}") from exc
+    section = data.get("gridserve", data)
+    if not isinstance(section, dict):
+        raise ConfigError(f"config file {path}: [gridserve] must be a table")
+    return {key.replace("-", "_"): value for key, value in section.items()}
+
+
+def resolve_settings(
+    settings: tuple[Setting, ...],
+    flags: Mapping[str, Any],
+    environ: Mapping[str, str],
+    config_file: str | os.PathLike[str] | None,
+) -> dict[str, Any]:
+    """Merges flag > environment > file > default for each setting, converting each value.
+
+    ``flags`` holds the parsed command line, None where a flag was not given.
+    """
+    from_file = read_config_file(config_file) if config_file else {}
+    known = {s.name for s in ALL_SETTINGS}
+    unknown = sorted(set(from_file) - known)
+    if unknown:
+        raise ConfigError(f"unknown setting(s) in {config_file}: {', '.join(unknown)}")
+    values: dict[str, Any] = {}
+    for setting in settings:
+        raw: Any
+        if flags.get(setting.name) is not None:
+            raw, source = flags[setting.name], setting.flag
+        elif setting.env in environ:
+            raw, source = environ[setting.env], setting.env
+        elif setting.name in from_file:
+            raw, source = from_file[setting.name], f"{config_file}: {setting.name}"
+        else:
+            values[setting.name] = setting.default
+            continue
+        try:
+            text = str(raw).lower() if isinstance(raw, bool) else str(raw)
+            values[setting.name] = setting.convert(text)
+        except ValueError as exc:
+            raise ConfigError(f"{source}: {exc}") from exc
+    return values
+
+
+def masked(values: Mapping[str, Any]) -> dict[str, Any]:
+    """``values`` with secrets shown as ``***`` and passwords in URIs masked."""
+    from gridserve.storage import mask_uri
+
+    shown: dict[str, Any] = {}
+    for name, value in values.items():
+        if name in SECRETS and value:
+            shown[name] = "***"
+        elif name == "storage" and isinstance(value, str):
+            shown[name] = mask_uri(value)
+        else:
+            shown[name] = value
+    return shown
+
+
+def render_toml(values: Mapping[str, Any]) -> str:
+    """``values`` as a ``[gridserve]`` TOML table (None values as comments)."""
+    lines = ["[gridserve]"]
+    for name, value in values.items():
+        if value is None:
+            lines.append(f"# {name} =")
+        elif isinstance(value, bool):
+            lines.append(f"{name} = {'true' if value else 'false'}")
+        elif isinstance(value, int):
+            lines.append(f"{name} = {value}")
+        else:
+            escaped = str(value).replace("\\", "\\\\").replace('"', '\\"')
+            lines.append(f'{name} = "{escaped}"')
+    return "\n".join(lines) + "\n"
+
+
+def config_path_from(argv_value: str | None, environ: Mapping[str, str]) -> Path | None:
+    value = argv_value or environ.get(ENV_PREFIX + "CONFIG")
+    return Path(value) if value else None

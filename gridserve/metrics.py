@@ -1,0 +1,55 @@
+"""Prometheus metrics (prometheus_client), one registry per application.
+
+``gridserve_requests_total{method,status}``, ``gridserve_sent_bytes_total``,
+``gridserve_range_requests_total{kind}`` (single, multi, unsatisfiable),
+``gridserve_streams_in_flight``, ``gridserve_upload_bytes_total``,
+``gridserve_storage_seconds{operation}`` (a histogram of storage lookups and writes).
+Handlers find the application's :class:`Metrics` in ``settings["gridserve_metrics"]``; an
+application without it records nothing.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+CONTENT_TYPE = CONTENT_TYPE_LATEST
+
+
+class Metrics:
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry()
+        r = self.registry
+        self.requests = Counter(
+            "gridserve_requests", "HTTP requests answered", ["method", "status"], registry=r
+        )
+        self.sent_bytes = Counter("gridserve_sent_bytes", "Body bytes sent", registry=r)
+        self.range_requests = Counter(
+            "gridserve_range_requests", "Range requests by outcome", ["kind"], registry=r
+        )
+        self.streams_in_flight = Gauge(
+            "gridserve_streams_in_flight", "Responses streaming now", registry=r
+        )
+        self.upload_bytes = Counter("gridserve_upload_bytes", "Upload bytes received", registry=r)
+        self.storage_seconds = Histogram(
+            "gridserve_storage_seconds",
+            "Storage operation latency",
+            ["operation"],
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+            registry=r,
+        )
+
+    @contextmanager
+    def timed(self, operation: str) -> Iterator[None]:
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.storage_seconds.labels(operation).observe(time.perf_counter() - start)
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)
