@@ -51,6 +51,7 @@ def make_app(
     acl: ACL | None = None,
     upload_policy: UploadPolicy | None = None,
     cors_origin: str | None = None,
+    send_timeout: float = 60.0,
     metrics: Metrics | None = None,
     ops_routes: bool = True,
     combined_access_log: bool = False,
@@ -62,7 +63,8 @@ def make_app(
 
     ``acl`` decides who may do what (default: everyone reads, nobody writes); ``upload_policy``
     what uploads are accepted; ``cors_origin`` lets players on other origins fetch (an origin,
-    a comma-separated list, or ``*``); ``metrics`` is the registry to record into (a fresh one
+    a comma-separated list, or ``*``); ``send_timeout`` how long a client may take no data
+    before it is disconnected; ``metrics`` is the registry to record into (a fresh one
     by default); ``combined_access_log`` logs each request to ``gridserve.access`` in the
     combined format. ``settings`` go to ``tornado.web.Application``. The application's
     ``settings["gridserve_tracker"]`` counts requests in flight (for graceful shutdown).
@@ -80,6 +82,7 @@ def make_app(
         "acl": acl,
         "upload_policy": upload_policy,
         "prefix": prefix,
+        "send_timeout": send_timeout,
     }
     routes: list[Any] = []
     if ops_routes:

@@ -310,9 +310,12 @@ async def _serve_forever(
         acl=acl,
         upload_policy=UploadPolicy(max_size=values["max_upload_size"]),
         cors_origin=values["cors_origin"],
+        send_timeout=values["send_timeout"],
         combined_access_log=bool(values["access_log"]),
     )
-    server = tornado.httpserver.HTTPServer(app)
+    server = tornado.httpserver.HTTPServer(
+        app, idle_connection_timeout=values["idle_timeout"], xheaders=False
+    )
     server.add_sockets(sockets)
     port = sockets[0].getsockname()[1]
     log.info(

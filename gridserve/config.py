@@ -70,6 +70,13 @@ def _non_negative(text: str) -> int:
     return value
 
 
+def _positive(text: str) -> int:
+    value = int(text)
+    if value <= 0:
+        raise ValueError(f"{value} is not positive")
+    return value
+
+
 def _port(text: str) -> int:
     value = int(text)
     if not 0 <= value <= 65535:
@@ -142,6 +149,8 @@ SERVE_SETTINGS = (
     Setting("access_log", None, str, "access log file in combined format, or - for stderr"),
     Setting("log_file", None, str, "log to this file instead of stderr (SIGHUP reopens it)"),
     Setting("shutdown_timeout", 30, _non_negative, "seconds in-flight responses get at shutdown"),
+    Setting("send_timeout", 60, _positive, "drop a client that takes no data for this long (s)"),
+    Setting("idle_timeout", 60, _positive, "close keep-alive connections idle this long (s)"),
 )
 
 ALL_SETTINGS = STORAGE_SETTINGS + SERVE_SETTINGS

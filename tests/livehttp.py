@@ -31,11 +31,13 @@ class LiveServer:
         make_storage: Callable[[], Storage],
         *,
         counting_proxy: bool = False,
+        server_options: dict[str, Any] | None = None,
         **app_options: Any,
     ) -> None:
         self.make_storage = make_storage
         self.app_options = app_options
         self.counting_proxy = counting_proxy
+        self.server_options = server_options or {}
         self.port = 0
         self.proxy_port = 0
         self.bytes_to_client = 0
@@ -82,7 +84,7 @@ class LiveServer:
         self.storage = self.make_storage()
         app = make_app(self.storage, **self.app_options)
         sockets = tornado.netutil.bind_sockets(0, "127.0.0.1")
-        server = tornado.httpserver.HTTPServer(app)
+        server = tornado.httpserver.HTTPServer(app, **self.server_options)
         server.add_sockets(sockets)
         self.port = sockets[0].getsockname()[1]
         proxy = None

@@ -174,6 +174,10 @@ def test_access_log_and_sighup_reopen(tmp_path: Path, daemons: list[Daemon]) -> 
     requests.get(
         daemon.url("/fs/a.mp3"), headers={"Range": "bytes=0-9", "User-Agent": "ua/1"}, timeout=10
     )
+    deadline = time.monotonic() + 10  # the line is written just after the response is sent
+    while not (log_path.exists() and log_path.read_text().endswith("\n")):
+        assert time.monotonic() < deadline, "no access log line"
+        time.sleep(0.05)
     line = log_path.read_text().splitlines()[-1]
     assert re.fullmatch(
         r'127\.0\.0\.1 - - \[[^]]+\] "GET /fs/a\.mp3 HTTP/1\.1" 206 10 "-" "ua/1"', line

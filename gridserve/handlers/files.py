@@ -38,7 +38,7 @@ from urllib.parse import quote
 import tornado.web
 
 from gridserve.acl import ACL, Action
-from gridserve.handlers.stream import GridFSHandler
+from gridserve.handlers.stream import DEFAULT_SEND_TIMEOUT, GridFSHandler
 from gridserve.multipart import MultipartError, MultipartReader
 from gridserve.storage.base import FileInfo, FileNotFound, InvalidKey, StorageUnavailable
 from gridserve.uploads import (
@@ -118,8 +118,15 @@ class FilesHandler(GridFSHandler):
         acl: ACL | None = None,
         upload_policy: UploadPolicy | None = None,
         prefix: str = "/fs",
+        send_timeout: float = DEFAULT_SEND_TIMEOUT,
     ) -> None:
-        super().initialize(storage, cache_time=cache_time, max_ranges=max_ranges, acl=acl)
+        super().initialize(
+            storage,
+            cache_time=cache_time,
+            max_ranges=max_ranges,
+            acl=acl,
+            send_timeout=send_timeout,
+        )
         self.upload_policy = upload_policy or UploadPolicy()
         self.url_prefix = prefix.rstrip("/")
         self._channel: BodyChannel | None = None

@@ -28,15 +28,19 @@ after the file is resolved):
     Adds headers to every successful response.
 
 Options given to ``initialize``: ``storage`` (required), ``cache_time`` (0),
-``max_ranges`` (16, more is answered with the whole file), ``acl`` (the access-control hook of
+``max_ranges`` (16, more is answered with the whole file), ``send_timeout`` (60 s: a client
+that accepts no data for that long is disconnected), ``acl`` (the access-control hook of
 :mod:`gridserve.acl`, asked for ``read`` before any byte is read; default: everyone reads).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import re
+import socket
+import struct
 from collections.abc import Awaitable
 from contextlib import aclosing
 from datetime import datetime
@@ -62,6 +66,7 @@ from gridserve.tracking import RequestTracker
 log = logging.getLogger("gridserve.stream")
 
 RETRY_AFTER_SECONDS = 5
+DEFAULT_SEND_TIMEOUT = 60.0
 _REVISION_RE = re.compile(r"-?[0-9]{1,9}")
 
 
@@ -173,11 +178,13 @@ class GridFSHandler(StorageRequestHandler, tornado.web.StaticFileHandler):
         cache_time: int = 0,
         max_ranges: int = ranges.DEFAULT_MAX_RANGES,
         acl: ACL | None = None,
+        send_timeout: float = DEFAULT_SEND_TIMEOUT,
     ) -> None:
         super().initialize()
         self.storage = storage
         self.cache_time = cache_time
         self.max_ranges = max_ranges
+        self.send_timeout = send_timeout
         self.acl: ACL = acl or AllowReads()
         self.root = ""
         self.default_filename = None
@@ -323,7 +330,7 @@ class GridFSHandler(StorageRequestHandler, tornado.web.StaticFileHandler):
         if metrics is not None:
             metrics.streams_in_flight.inc()
         try:
-            await self.flush()
+            await self._flush_or_give_up()
             for framing, byte_range in parts:
                 if framing:
                     self.write(framing)
@@ -335,13 +342,21 @@ class GridFSHandler(StorageRequestHandler, tornado.web.StaticFileHandler):
                     async for chunk in chunks:
                         self.write(chunk)
                         sent += len(chunk)
-                        await self.flush()
+                        await self._flush_or_give_up()
                         await asyncio.sleep(0)  # let other requests run between chunks
             if closing:
                 self.write(closing)
-                await self.flush()
+                await self._flush_or_give_up()
         except StreamClosedError:
             log.debug("client went away after %d bytes of %s", sent, info.filename)
+        except asyncio.TimeoutError:
+            log.info(
+                "dropped a client that read nothing for %gs, after %d bytes of %s",
+                self.send_timeout,
+                sent,
+                info.filename,
+            )
+            self._abort_connection(reset=True)
         except (CorruptFile, StorageUnavailable) as exc:
             log.error("aborted %s after %d bytes: %s", info.filename, sent, exc)
             self._abort_connection()
@@ -351,10 +366,21 @@ class GridFSHandler(StorageRequestHandler, tornado.web.StaticFileHandler):
                 metrics.streams_in_flight.dec()
                 metrics.sent_bytes.inc(sent)
 
-    def _abort_connection(self) -> None:
+    async def _flush_or_give_up(self) -> None:
+        """``flush()``, but a client that takes no data for ``send_timeout`` seconds is given
+        up on (Tornado has no write timeout of its own): TimeoutError."""
+        await asyncio.wait_for(self.flush(), self.send_timeout)
+
+    def _abort_connection(self, reset: bool = False) -> None:
         """Closes the connection mid-body, so the client sees a truncated response, never a
-        complete-looking wrong one."""
+        complete-looking wrong one. ``reset`` sends a TCP RST, so the kernel drops what is
+        still queued for a client that stopped reading instead of holding it for that client.
+        """
         stream = getattr(self.request.connection, "stream", None)
         if stream is not None:
+            sock = getattr(stream, "socket", None)
+            if reset and sock is not None:
+                with contextlib.suppress(OSError):
+                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
             stream.close()
         self._write_buffer = []

@@ -12,10 +12,12 @@ before all its chunks exist), and on any failure the chunks written so far are d
 
 from __future__ import annotations
 
-import contextlib
+import asyncio
 import hashlib
+import logging
 import math
 import re
+import time
 from collections.abc import AsyncGenerator, AsyncIterable, AsyncIterator, Mapping
 from datetime import datetime, timezone
 from typing import Any
@@ -39,6 +41,8 @@ from gridserve.storage.base import (
 
 DEFAULT_CHUNK_SIZE = 255 * 1024
 DEFAULT_READ_AHEAD = 1024 * 1024
+ORPHAN_RETRY_SECONDS = 600.0
+log = logging.getLogger("gridserve.storage")
 _FILE_FIELDS = {
     "_id": 1,
     "filename": 1,
@@ -105,6 +109,7 @@ class GridFSStorage(Storage):
         self.chunk_size = chunk_size
         self._owns_client = owns_client
         self._indexes_ready = False
+        self._cleanups: set[asyncio.Future[None]] = set()
 
     @classmethod
     def from_uri(
@@ -290,15 +295,39 @@ class GridFSStorage(Storage):
             if content_type:
                 doc["contentType"] = content_type
             await self.files.insert_one(doc)
-        except BaseException:
+        except BaseException as exc:
             await self._discard_chunks(file_id)
+            if isinstance(exc, PyMongoError):
+                raise StorageUnavailable(f"upload of {name} failed: {exc}") from exc
             raise
         return file_info_from_document(doc)
 
     async def _discard_chunks(self, file_id: ObjectId) -> None:
-        # If the database went away too, the orphans stay unreachable: no file document.
-        with contextlib.suppress(PyMongoError):
+        """Deletes the chunks of an upload that failed. They are unreachable already (no file
+        document); if the database is away too, a background task retries until it is back."""
+        try:
             await self.chunks.delete_many({"files_id": file_id})
+        except PyMongoError as exc:
+            log.warning(
+                "orphan chunks of %s kept for now (%s); retrying in background", file_id, exc
+            )
+            task = asyncio.ensure_future(self._discard_later(file_id))
+            self._cleanups.add(task)
+            task.add_done_callback(self._cleanups.discard)
+
+    async def _discard_later(self, file_id: ObjectId) -> None:
+        delay = 0.5
+        deadline = time.monotonic() + ORPHAN_RETRY_SECONDS
+        while time.monotonic() < deadline:
+            await asyncio.sleep(delay)
+            try:
+                await self.chunks.delete_many({"files_id": file_id})
+            except PyMongoError:
+                delay = min(delay * 2, 30.0)
+                continue
+            log.info("deleted the orphan chunks of %s", file_id)
+            return
+        log.error("gave up deleting the orphan chunks of %s", file_id)
 
     async def delete(self, info: FileInfo) -> None:
         try:
@@ -310,5 +339,7 @@ class GridFSStorage(Storage):
             raise FileNotFound(str(info.id))
 
     async def close(self) -> None:
+        for task in list(self._cleanups):
+            task.cancel()
         if self._owns_client:
             await self.database.client.close()

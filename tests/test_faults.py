@@ -1,0 +1,123 @@
+"""Faults: the database going away under a running server, mid-download and mid-upload.
+
+Each test runs its own FerretDB, stops it at the worst moment and starts it again on the same
+port and data directory.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections.abc import Callable, Iterator
+
+import gridfs
+import pymongo
+import pytest
+import requests
+
+from gridserve.acl import default_acl
+from gridserve.storage.gridfs import GridFSStorage
+from tests.dbserver import FerretDB, ferretdb_binary
+from tests.livehttp import LiveServer
+
+MIB = 1024 * 1024
+
+
+@pytest.fixture
+def database() -> Iterator[FerretDB]:
+    server = FerretDB(ferretdb_binary())
+    server.start()
+    yield server
+    server.cleanup()
+
+
+@pytest.fixture
+def served(database: FerretDB) -> Iterator[LiveServer]:
+    def make_storage() -> GridFSStorage:
+        return GridFSStorage.from_uri(
+            database.uri + "media", serverSelectionTimeoutMS=1500, connectTimeoutMS=1000
+        )
+
+    server = LiveServer(make_storage, acl=default_acl(upload_token="t")).start()
+    yield server
+    server.stop()
+
+
+def sync_db(database: FerretDB) -> pymongo.database.Database[dict[str, object]]:
+    return pymongo.MongoClient(database.uri, serverSelectionTimeoutMS=5000)["media"]
+
+
+def wait_for(check: Callable[[], bool], timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline, "condition not reached"
+        time.sleep(0.2)
+
+
+def test_database_stopped_mid_download(database: FerretDB, served: LiveServer) -> None:
+    data = os.urandom(8 * MIB)
+    gridfs.GridFSBucket(sync_db(database), chunk_size_bytes=255 * 1024).upload_from_stream(
+        "movie.webm", data
+    )
+    response = requests.get(served.url("/fs/movie.webm"), stream=True, timeout=30)
+    received = 0
+    with pytest.raises(requests.exceptions.ChunkedEncodingError):
+        for block in response.iter_content(64 * 1024):
+            received += len(block)
+            if received >= MIB and database.process is not None:
+                database.stop()
+            time.sleep(0.005)
+    assert received < len(data)  # cut, not completed with wrong bytes
+
+    down = requests.get(served.url("/fs/movie.webm"), timeout=30)
+    assert down.status_code == 503
+    assert down.headers["Retry-After"].isdigit()
+
+    database.start()
+
+    def serves_again() -> bool:
+        return requests.get(served.url("/fs/movie.webm"), timeout=30).status_code == 200
+
+    wait_for(serves_again)
+    assert requests.get(served.url("/fs/movie.webm"), timeout=30).content == data
+
+
+def test_database_lost_mid_upload_leaves_no_orphans(database: FerretDB, served: LiveServer) -> None:
+    stop_now = threading.Event()
+
+    def body() -> Iterator[bytes]:
+        block = os.urandom(256 * 1024)
+        for i in range(40):
+            if i == 12:
+                stop_now.set()
+                time.sleep(1.0)  # the database goes away while the body still flows
+            yield block
+
+    def stopper() -> None:
+        stop_now.wait(30)
+        database.stop()
+
+    thread = threading.Thread(target=stopper)
+    thread.start()
+    try:
+        response = requests.put(
+            served.url("/fs/upload.webm"),
+            data=body(),
+            headers={"Authorization": "Bearer t"},
+            timeout=60,
+        )
+        assert response.status_code == 503
+    except (requests.ConnectionError, requests.exceptions.ChunkedEncodingError):
+        pass  # the server may close while the client is still sending
+    thread.join()
+
+    database.start()
+    db = sync_db(database)
+
+    def clean() -> bool:
+        return db["fs.chunks"].count_documents({}) == 0
+
+    wait_for(clean, timeout=60)  # the background cleanup finds the database again
+    assert db["fs.files"].count_documents({}) == 0
+    assert requests.get(served.url("/fs/upload.webm"), timeout=30).status_code == 404
