@@ -67,6 +67,7 @@ log = logging.getLogger("gridserve.stream")
 
 RETRY_AFTER_SECONDS = 5
 DEFAULT_SEND_TIMEOUT = 60.0
+YIELD_EVERY = 1024 * 1024
 _REVISION_RE = re.compile(r"-?[0-9]{1,9}")
 
 
@@ -326,11 +327,16 @@ class GridFSHandler(StorageRequestHandler, tornado.web.StaticFileHandler):
         """
         info = self.file_info
         sent = 0
+        unyielded = 0
         metrics = self.metrics
         if metrics is not None:
             metrics.streams_in_flight.inc()
+        loop = asyncio.get_running_loop()
+        self._flush_started: float | None = None
+        self._stalled = False
+        self._stall_timer = loop.call_later(self.send_timeout, self._check_stall)
         try:
-            await self._flush_or_give_up()
+            await self._timed_flush()
             for framing, byte_range in parts:
                 if framing:
                     self.write(framing)
@@ -342,34 +348,53 @@ class GridFSHandler(StorageRequestHandler, tornado.web.StaticFileHandler):
                     async for chunk in chunks:
                         self.write(chunk)
                         sent += len(chunk)
-                        await self._flush_or_give_up()
-                        await asyncio.sleep(0)  # let other requests run between chunks
+                        await self._timed_flush()
+                        unyielded += len(chunk)
+                        if unyielded >= YIELD_EVERY:
+                            # A fast client never makes flush() wait: let others run too.
+                            unyielded = 0
+                            await asyncio.sleep(0)
             if closing:
                 self.write(closing)
-                await self._flush_or_give_up()
+                await self._timed_flush()
         except StreamClosedError:
-            log.debug("client went away after %d bytes of %s", sent, info.filename)
-        except asyncio.TimeoutError:
-            log.info(
-                "dropped a client that read nothing for %gs, after %d bytes of %s",
-                self.send_timeout,
-                sent,
-                info.filename,
-            )
-            self._abort_connection(reset=True)
+            if self._stalled:
+                log.info(
+                    "dropped a client that read nothing for %gs, after %d bytes of %s",
+                    self.send_timeout,
+                    sent,
+                    info.filename,
+                )
+            else:
+                log.debug("client went away after %d bytes of %s", sent, info.filename)
         except (CorruptFile, StorageUnavailable) as exc:
             log.error("aborted %s after %d bytes: %s", info.filename, sent, exc)
             self._abort_connection()
         finally:
+            self._stall_timer.cancel()
             self.bytes_sent = sent
             if metrics is not None:
                 metrics.streams_in_flight.dec()
                 metrics.sent_bytes.inc(sent)
 
-    async def _flush_or_give_up(self) -> None:
-        """``flush()``, but a client that takes no data for ``send_timeout`` seconds is given
-        up on (Tornado has no write timeout of its own): TimeoutError."""
-        await asyncio.wait_for(self.flush(), self.send_timeout)
+    async def _timed_flush(self) -> None:
+        """``flush()``, watched by :meth:`_check_stall` (Tornado has no write timeout)."""
+        self._flush_started = asyncio.get_running_loop().time()
+        await self.flush()
+        self._flush_started = None
+
+    def _check_stall(self) -> None:
+        """Runs every ``send_timeout``: a flush pending that long means the client takes no
+        data; reset the connection (the pending flush then raises StreamClosedError). One timer
+        per response, instead of a timeout around every flush."""
+        loop = asyncio.get_running_loop()
+        started = self._flush_started
+        waited = 0.0 if started is None else loop.time() - started
+        if waited >= self.send_timeout:
+            self._stalled = True
+            self._abort_connection(reset=True)
+            return
+        self._stall_timer = loop.call_later(self.send_timeout - waited, self._check_stall)
 
     def _abort_connection(self, reset: bool = False) -> None:
         """Closes the connection mid-body, so the client sees a truncated response, never a

@@ -40,7 +40,7 @@ from gridserve.storage.base import (
 )
 
 DEFAULT_CHUNK_SIZE = 255 * 1024
-DEFAULT_READ_AHEAD = 1024 * 1024
+DEFAULT_READ_AHEAD = 512 * 1024  # per stream: bounds what a slow client makes us hold
 ORPHAN_RETRY_SECONDS = 600.0
 log = logging.getLogger("gridserve.storage")
 _FILE_FIELDS = {

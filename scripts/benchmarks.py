@@ -1,0 +1,596 @@
+"""gridserve against its peers, on one machine, one database and the same files, in one run.
+
+Run through ``scripts/bench`` (which installs wrk, nginx and the test database). Prints a table
+of absolute figures and ratios; ``--write`` also rewrites BENCHMARKS.rst.
+
+Contestants: gridserve on GridFS and on local disk; motor's GridFSHandler (Tornado) and
+AIOHTTPGridFS (aiohttp) on the same database; a raw PyMongo async read of the same chunks
+(the ceiling for any GridFS server on this database); Tornado's StaticFileHandler and nginx
+serving the same bytes from disk. Load comes from wrk (C, not the bottleneck).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import http.client
+import os
+import re
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from tests.dbserver import FerretDB, ferretdb_binary, free_port  # noqa: E402
+
+MIB = 1024 * 1024
+LARGE = 60 * MIB  # FerretDB v1 cannot serve peers' unbatched cursors over ~250 chunks
+SMALL = 100 * 1024
+SMALL_COUNT = 100
+MEDIA = MIB
+MEDIUM = 8 * MIB  # what 200 slow readers read: FerretDB holds each cursor's result in memory
+MEDIA_COUNT = 8
+CHUNK = 255 * 1024
+PY = sys.executable
+TOKEN = "bench-token"
+
+
+# -- processes ----------------------------------------------------------------------------------
+
+
+@dataclass
+class Server:
+    name: str
+    command: list[str]
+    port: int
+    supports_ranges: bool = True
+    env: dict[str, str] = field(default_factory=dict)
+    process: subprocess.Popen[bytes] | None = None
+
+    def url(self, path: str) -> str:
+        return f"http://127.0.0.1:{self.port}{path}"
+
+    def start(self) -> None:
+        self.process = subprocess.Popen(
+            self.command,
+            env={**os.environ, **self.env},
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=2)
+                conn.request("HEAD", "/fs/small/0.bin")
+                conn.getresponse().read()
+                conn.close()
+                return
+            except OSError:
+                time.sleep(0.1)
+        raise RuntimeError(f"{self.name} did not start")
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGTERM)
+            try:
+                self.process.wait(15)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait()
+
+    def rss(self) -> int:
+        """Resident memory of the server's process group (nginx has workers), bytes."""
+        assert self.process is not None
+        total = 0
+        for status in Path("/proc").glob("[0-9]*/stat"):
+            try:
+                fields = status.read_text().rsplit(")", 1)[1].split()
+                if int(fields[2]) == self.process.pid:  # process group id
+                    statm = (status.parent / "statm").read_text().split()
+                    total += int(statm[1]) * os.sysconf("SC_PAGE_SIZE")
+            except (OSError, IndexError, ValueError):
+                continue
+        return total
+
+
+@contextmanager
+def running(server: Server) -> Iterator[Server]:
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+# -- data -------------------------------------------------------------------------------------
+
+
+# One database per dataset: FerretDB's SQLite backend scans whole collections.
+
+
+def seed(uri: str, prefix: str, disk: Path) -> None:
+    """Stores the same files in GridFS (database ``<prefix>_<dataset>``) and under ``disk``."""
+    import gridfs
+    import pymongo
+
+    client: pymongo.MongoClient[dict[str, Any]] = pymongo.MongoClient(uri)
+
+    def bucket(dataset: str) -> gridfs.GridFSBucket:
+        client.drop_database(f"{prefix}_{dataset}")
+        return gridfs.GridFSBucket(client[f"{prefix}_{dataset}"], chunk_size_bytes=CHUNK)
+
+    files: dict[str, list[tuple[str, bytes]]] = {
+        "large": [("large.bin", os.urandom(LARGE))],
+        "small": [(f"small/{i}.bin", os.urandom(SMALL)) for i in range(SMALL_COUNT)],
+        "media": [(f"media/{i}.bin", os.urandom(MEDIA)) for i in range(MEDIA_COUNT)],
+        "medium": [("medium.bin", os.urandom(MEDIUM))],
+    }
+    for dataset, entries in files.items():
+        target = bucket(dataset)
+        for name, data in entries:
+            target.upload_from_stream(name, data)
+            (disk / name).parent.mkdir(parents=True, exist_ok=True)
+            (disk / name).write_bytes(data)
+    client.close()
+
+
+# -- wrk --------------------------------------------------------------------------------------
+
+
+@dataclass
+class WrkResult:
+    requests_per_s: float
+    mib_per_s: float
+    p50_ms: float
+    p99_ms: float
+    requests: int
+    errors: int
+    non_2xx: int
+
+
+def _ms(text: str) -> float:
+    value, unit = re.fullmatch(r"([\d.]+)(us|ms|s|m)", text).groups()  # type: ignore[union-attr]
+    return float(value) * {"us": 0.001, "ms": 1, "s": 1000, "m": 60000}[unit]
+
+
+def _mib(text: str) -> float:
+    value, unit = re.fullmatch(r"([\d.]+)(B|KB|MB|GB)", text).groups()  # type: ignore[union-attr]
+    return float(value) * {"B": 1 / MIB, "KB": 1 / 1024, "MB": 1, "GB": 1024}[unit]
+
+
+def wrk(url: str, connections: int, seconds: float, script: str | None = None) -> WrkResult:
+    duration = f"-d{max(1, round(seconds))}s"  # wrk takes whole seconds
+    command = ["wrk", f"-t{min(2, connections)}", f"-c{connections}", duration]
+    command += ["--latency", "--timeout", "30s"]
+    with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as lua:
+        lua.write(script or "")
+    if script:
+        command += ["-s", lua.name]
+    output = subprocess.run([*command, url], capture_output=True, text=True, check=True).stdout
+    os.unlink(lua.name)
+
+    def find(pattern: str, default: str = "0") -> str:
+        match = re.search(pattern, output)
+        return match.group(1) if match else default
+
+    errors = sum(int(n) for n in re.findall(r"(?:connect|read|write|timeout) (\d+)", output))
+    return WrkResult(
+        requests_per_s=float(find(r"Requests/sec:\s+([\d.]+)")),
+        mib_per_s=_mib(find(r"Transfer/sec:\s+([\d.]+\w+)", "0B")),
+        p50_ms=_ms(find(r"\s50%\s+([\d.]+\w+)", "0ms")),
+        p99_ms=_ms(find(r"\s99%\s+([\d.]+\w+)", "0ms")),
+        requests=int(find(r"(\d+) requests in")),
+        errors=errors,
+        non_2xx=int(find(r"Non-2xx or 3xx responses: (\d+)")),
+    )
+
+
+def median_wrk(
+    url: str, connections: int, seconds: float, repeats: int, script: str | None = None
+) -> WrkResult:
+    wrk(url, connections, 2, script)  # warm up
+    runs = [wrk(url, connections, seconds, script) for _ in range(repeats)]
+    runs.sort(key=lambda r: r.mib_per_s if not script else r.requests_per_s)
+    return runs[len(runs) // 2]
+
+
+SMALL_FILES_LUA = textwrap.dedent(
+    f"""
+    math.randomseed(os.time())
+    request = function()
+      return wrk.format("GET", "/fs/small/" .. math.random(0, {SMALL_COUNT - 1}) .. ".bin")
+    end
+    """
+)
+
+SEEK_LOAD_LUA = textwrap.dedent(
+    f"""
+    math.randomseed(os.time())
+    request = function()
+      local size = math.random(16384, 262144)
+      local first = math.random(0, {MEDIA} - size)
+      local path = "/fs/media/" .. math.random(0, {MEDIA_COUNT - 1}) .. ".bin"
+      return wrk.format("GET", path, {{["Range"] = "bytes=" .. first .. "-" .. (first + size - 1)}})
+    end
+    """
+)
+
+
+# -- in-process measurements ------------------------------------------------------------------
+
+
+def ttfb(server: Server, path: str, offset: int, repeats: int = 15) -> float:
+    """Median time to the first body byte of a 1 MiB range at ``offset``, in ms (keep-alive)."""
+    conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=120)
+    times = []
+    for i in range(repeats + 2):
+        start = time.perf_counter()
+        conn.request("GET", path, headers={"Range": f"bytes={offset}-{offset + MIB - 1}"})
+        response = conn.getresponse()
+        response.read(1)
+        elapsed = time.perf_counter() - start
+        response.read()
+        if i >= 2:
+            times.append(elapsed * 1000)
+    conn.close()
+    return statistics.median(times)
+
+
+async def slow_readers(server: Server, clients: int, seconds: float) -> int:
+    """Peak RSS growth (bytes) while ``clients`` read the large file at ~160 KB/s each."""
+    baseline = server.rss()
+    peak = baseline
+    stop = time.monotonic() + seconds
+
+    async def reader() -> None:
+        reader_, writer = await asyncio.open_connection("127.0.0.1", server.port)
+        writer.write(b"GET /fs/medium.bin HTTP/1.1\r\nHost: x\r\n\r\n")
+        try:
+            while time.monotonic() < stop:
+                if not await reader_.read(16 * 1024):
+                    break
+                await asyncio.sleep(0.1)
+        finally:
+            writer.close()
+
+    async def sampler() -> None:
+        nonlocal peak
+        while time.monotonic() < stop:
+            peak = max(peak, server.rss())
+            await asyncio.sleep(0.25)
+
+    await asyncio.gather(sampler(), *(reader() for _ in range(clients)), return_exceptions=True)
+    return peak - baseline
+
+
+async def raw_read(uri: str, db_name: str, concurrency: int) -> float:
+    """The ceiling: MiB/s reading the large file's chunks with the async driver, no HTTP."""
+    from pymongo import AsyncMongoClient
+
+    client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(uri)
+    db = client[db_name]
+    doc = await db["fs.files"].find_one({"filename": "large.bin"})
+    assert doc is not None
+
+    async def one() -> int:
+        total = 0
+        cursor = db["fs.chunks"].find(
+            {"files_id": doc["_id"]}, {"data": 1, "_id": 0}, sort=[("n", 1)], batch_size=4
+        )
+        async for chunk in cursor:
+            total += len(chunk["data"])
+        return total
+
+    await one()  # warm up
+    start = time.perf_counter()
+    totals = await asyncio.gather(*(one() for _ in range(concurrency)))
+    elapsed = time.perf_counter() - start
+    await client.close()
+    return sum(totals) / MIB / elapsed
+
+
+async def raw_upload(uri: str, db_name: str, data: bytes) -> float:
+    from gridfs import AsyncGridFSBucket
+    from pymongo import AsyncMongoClient
+
+    client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(uri)
+    bucket = AsyncGridFSBucket(client[db_name], chunk_size_bytes=CHUNK)
+    start = time.perf_counter()
+    await bucket.upload_from_stream("raw-upload.bin", data)
+    elapsed = time.perf_counter() - start
+    await client.close()
+    return len(data) / MIB / elapsed
+
+
+def http_upload(server: Server, data: bytes) -> float:
+    conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=300)
+    start = time.perf_counter()
+    conn.request("PUT", "/fs/upload.bin", body=data, headers={"Authorization": f"Bearer {TOKEN}"})
+    response = conn.getresponse()
+    response.read()
+    elapsed = time.perf_counter() - start
+    assert response.status == 201, response.status
+    return len(data) / MIB / elapsed
+
+
+# -- the run ----------------------------------------------------------------------------------
+
+
+def servers(uri: str, db_name: str, disk: Path, workdir: Path) -> dict[str, Server]:
+    gridserve = [PY, "-m", "gridserve.cli", "serve", "--log-level", "warning"]
+    found = {}
+    port = free_port()
+    found["gridserve (GridFS)"] = Server(
+        "gridserve (GridFS)",
+        [*gridserve, "--storage", uri + db_name, "--port", str(port), "--upload-token", TOKEN],
+        port,
+    )
+    port = free_port()
+    found["gridserve (local)"] = Server(
+        "gridserve (local)", [*gridserve, "--storage", str(disk), "--port", str(port)], port
+    )
+    port = free_port()
+    found["motor GridFSHandler"] = Server(
+        "motor GridFSHandler",
+        [PY, str(ROOT / "scripts" / "bench_peers.py"), "motor-tornado", uri, db_name, str(port)],
+        port,
+        supports_ranges=False,
+    )
+    port = free_port()
+    found["motor AIOHTTPGridFS"] = Server(
+        "motor AIOHTTPGridFS",
+        [PY, str(ROOT / "scripts" / "bench_peers.py"), "motor-aiohttp", uri, db_name, str(port)],
+        port,
+        supports_ranges=False,
+    )
+    port = free_port()
+    found["Tornado StaticFileHandler"] = Server(
+        "Tornado StaticFileHandler",
+        [PY, str(ROOT / "scripts" / "bench_peers.py"), "tornado-static", str(disk), str(port)],
+        port,
+    )
+    port = free_port()
+    conf = workdir / "nginx.conf"
+    conf.write_text(
+        textwrap.dedent(
+            f"""
+            worker_processes 1;
+            pid {workdir}/nginx.pid;
+            error_log {workdir}/nginx-error.log;
+            events {{ worker_connections 4096; }}
+            http {{
+              access_log off;
+              sendfile on;
+              client_body_temp_path {workdir}/body;
+              proxy_temp_path {workdir}/proxy;
+              fastcgi_temp_path {workdir}/fastcgi;
+              uwsgi_temp_path {workdir}/uwsgi;
+              scgi_temp_path {workdir}/scgi;
+              server {{
+                listen 127.0.0.1:{port};
+                location /fs/ {{ alias {disk}/; }}
+              }}
+            }}
+            """
+        )
+    )
+    found["nginx"] = Server("nginx", ["nginx", "-c", str(conf), "-g", "daemon off;"], port)
+    return found
+
+
+def load_test(server: Server, connections: int, seconds: float) -> tuple[WrkResult, float]:
+    """wrk with ``connections`` seeking clients while the server's RSS is sampled."""
+    baseline = server.rss()
+    peak = baseline
+    done = False
+
+    async def sample() -> None:
+        nonlocal peak
+        while not done:
+            peak = max(peak, server.rss())
+            await asyncio.sleep(0.25)
+
+    async def run() -> WrkResult:
+        nonlocal done
+        sampler = asyncio.create_task(sample())
+        url = server.url("/fs/media/0.bin")
+        result = await asyncio.to_thread(wrk, url, connections, seconds, SEEK_LOAD_LUA)
+        done = True
+        await sampler
+        return result
+
+    result = asyncio.run(run())
+    return result, (peak - baseline) / MIB
+
+
+def fmt(value: float | None, unit: str = "") -> str:
+    return "n/a" if value is None else f"{value:,.1f}{unit}"
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--seconds", type=float, default=5, help="length of each wrk run")
+    parser.add_argument("--repeats", type=int, default=3, help="wrk runs per figure (median)")
+    parser.add_argument("--load-connections", type=int, default=1000)
+    parser.add_argument("--gridfs-load-connections", type=int, default=100)
+    parser.add_argument("--load-seconds", type=float, default=20)
+    parser.add_argument("--write", action="store_true", help="rewrite BENCHMARKS.rst")
+    args = parser.parse_args()
+
+    workdir = Path(tempfile.mkdtemp(prefix="gridserve-bench-"))
+    database = FerretDB(ferretdb_binary())
+    database.start()
+    prefix = "bench"
+    disk = workdir / "files"
+    lines: list[str] = []
+
+    def report(line: str = "") -> None:
+        print(line, flush=True)
+        lines.append(line)
+
+    def contestant(name: str, dataset: str) -> Server:
+        return servers(database.uri, f"{prefix}_{dataset}", disk, workdir)[name]
+
+    gridfs_servers = ["gridserve (GridFS)", "motor GridFSHandler", "motor AIOHTTPGridFS"]
+    disk_servers = ["gridserve (local)", "Tornado StaticFileHandler", "nginx"]
+    results: dict[str, dict[str, Any]] = {name: {} for name in [*gridfs_servers, *disk_servers]}
+    try:
+        print("seeding the database and the disk ...", flush=True)
+        seed(database.uri, prefix, disk)
+        ceiling_1 = asyncio.run(raw_read(database.uri, f"{prefix}_large", 1))
+        ceiling_8 = asyncio.run(raw_read(database.uri, f"{prefix}_large", 8))
+
+        for name in results:
+            print(f"measuring {name} ...", flush=True)
+            r = results[name]
+            with running(contestant(name, "large")) as server:
+                if server.supports_ranges:
+                    r["ttfb0"] = ttfb(server, "/fs/large.bin", 0)
+                    r["ttfb90"] = ttfb(server, "/fs/large.bin", int(LARGE * 0.9))
+                for conc in (1, 8):
+                    r[f"full{conc}"] = median_wrk(
+                        server.url("/fs/large.bin"), conc, args.seconds, args.repeats
+                    ).mib_per_s
+            with running(contestant(name, "medium")) as server:
+                r["rss200"] = asyncio.run(slow_readers(server, 200, 8)) / MIB
+            with running(contestant(name, "small")) as server:
+                small = median_wrk(
+                    server.url("/fs/small/0.bin"), 32, args.seconds, args.repeats, SMALL_FILES_LUA
+                )
+                r["small_rps"], r["small_p50"], r["small_p99"] = (
+                    small.requests_per_s,
+                    small.p50_ms,
+                    small.p99_ms,
+                )
+
+        upload = os.urandom(LARGE)
+        with running(contestant("gridserve (GridFS)", "upload")) as server:
+            gridserve_upload = statistics.median(http_upload(server, upload) for _ in range(3))
+        raw_up = statistics.median(
+            asyncio.run(raw_upload(database.uri, f"{prefix}_upload_raw", upload)) for _ in range(3)
+        )
+        print("load tests ...", flush=True)
+        loads = []
+        for name, connections in (
+            ("gridserve (local)", args.load_connections),
+            ("gridserve (GridFS)", args.gridfs_load_connections),
+        ):
+            with running(contestant(name, "media")) as server:
+                loads.append((name, connections, load_test(server, connections, args.load_seconds)))
+    finally:
+        database.cleanup()
+        shutil.rmtree(workdir, ignore_errors=True)
+
+    best_gridfs_peer = max(results[n]["full1"] for n in gridfs_servers[1:])
+    best_small_peer = max(results[n]["small_rps"] for n in gridfs_servers[1:])
+    g = results["gridserve (GridFS)"]
+    report("Figures (medians); ratios are against baselines measured in the same run.")
+    report()
+    header = (
+        f"{'server':<26} {'1 client':>10} {'8 clients':>10} {'small req/s':>12} "
+        f"{'p50 ms':>8} {'p99 ms':>8} {'TTFB@0':>8} {'TTFB@90%':>9} {'RSS@200':>8}"
+    )
+    report(header)
+    units = ["", "MiB/s", "MiB/s", "(32 conc.)", "", "", "ms", "ms", "MiB"]
+    widths = [26, 10, 10, 12, 8, 8, 8, 9, 8]
+    report(
+        " ".join(
+            u.rjust(w) if i else u.ljust(w)
+            for i, (u, w) in enumerate(zip(units, widths, strict=True))
+        )
+    )
+    report(f"{'raw driver (ceiling)':<26} {ceiling_1:>10.1f} {ceiling_8:>10.1f}")
+    for name in [*gridfs_servers, *disk_servers]:
+        r = results[name]
+        report(
+            f"{name:<26} {r['full1']:>10.1f} {r['full8']:>10.1f} {r['small_rps']:>12.0f} "
+            f"{r['small_p50']:>8.1f} {r['small_p99']:>8.1f} "
+            f"{fmt(r.get('ttfb0')):>8} {fmt(r.get('ttfb90')):>9} {r['rss200']:>8.1f}"
+        )
+    local = results["gridserve (local)"]
+    motor = results["motor GridFSHandler"]
+    static = results["Tornado StaticFileHandler"]
+    nginx = results["nginx"]
+    report()
+    report("Ratios:")
+    report(
+        f"- full download, 1 client: gridserve/ceiling {g['full1'] / ceiling_1:.2f}, "
+        f"gridserve/best GridFS peer {g['full1'] / best_gridfs_peer:.2f}"
+    )
+    report(f"- full download, 8 clients: gridserve/ceiling {g['full8'] / ceiling_8:.2f}")
+    report(
+        f"- small files: gridserve/motor GridFSHandler {g['small_rps'] / motor['small_rps']:.2f}, "
+        f"gridserve/best GridFS peer {g['small_rps'] / best_small_peer:.2f}"
+    )
+    report(
+        f"- seek: TTFB at 90% / TTFB at 0: gridserve GridFS {g['ttfb90'] / g['ttfb0']:.2f}, "
+        f"local {local['ttfb90'] / local['ttfb0']:.2f}"
+    )
+    report(
+        f"- local disk, 1 client: gridserve/Tornado static {local['full1'] / static['full1']:.2f}, "
+        f"gridserve/nginx {local['full1'] / nginx['full1']:.2f}"
+    )
+    report(
+        f"- upload {LARGE // MIB} MiB: gridserve PUT {gridserve_upload:.1f} MiB/s, raw driver "
+        f"{raw_up:.1f} MiB/s, ratio {gridserve_upload / raw_up:.2f}"
+    )
+    report()
+    for name, connections, (result, growth) in loads:
+        report(
+            f"Load, {name}: {connections} keep-alive connections, {args.load_seconds:.0f} s of "
+            f"random 16-256 KiB ranges over {MEDIA_COUNT} files of {MEDIA // MIB} MiB: "
+            f"{result.requests} requests, {result.errors} socket errors, "
+            f"{result.non_2xx} non-2xx, {result.requests_per_s:.0f} req/s, "
+            f"p99 {result.p99_ms:.0f} ms, peak RSS growth {growth:.1f} MiB"
+        )
+
+    if args.write:
+        write_benchmarks(lines, args)
+    return 0
+
+
+def write_benchmarks(lines: list[str], args: argparse.Namespace) -> None:
+    command = f"scripts/bench --seconds {args.seconds:g} --repeats {args.repeats} --write"
+    text = textwrap.dedent(
+        f"""\
+        ==========
+        Benchmarks
+        ==========
+
+        Produced by ``{command}`` on {time.strftime("%Y-%m-%d")}, on one shared 2-core machine:
+        every server, wrk and the database compete for the same two cores. The database is the
+        test database (FerretDB v1 on SQLite): its absolute speed is not MongoDB's, and only the
+        ratios between contestants measured in the same run mean anything.
+
+        Contestants: gridserve on GridFS and on local disk; motor's ``GridFSHandler`` (Tornado)
+        and ``AIOHTTPGridFS`` (aiohttp) on the same database (no Range support, so no TTFB
+        figures); a raw PyMongo async read of the same chunks, no HTTP (the ceiling for any
+        GridFS server on this database); Tornado's ``StaticFileHandler`` and nginx serving the
+        same bytes from disk. Files: one {LARGE // MIB} MiB file (255 KiB chunks), {SMALL_COUNT}
+        files of {SMALL // 1024} KiB. Load from wrk; each figure is the median of
+        {args.repeats} runs of {args.seconds:g} s after a warm-up. RSS@200 is the growth of the
+        server's resident memory while 200 clients read an 8 MiB file at about 160 KB/s each.
+
+        ::
+
+        """
+    )
+    body = "\n".join("    " + line if line else "" for line in lines)
+    (ROOT / "BENCHMARKS.rst").write_text(text + body + "\n")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
