@@ -11,6 +11,7 @@ import tornado.web
 from gridserve.acl import ACL
 from gridserve.handlers.files import FilesHandler
 from gridserve.handlers.ops import HealthHandler, MetricsHandler, ReadyHandler
+from gridserve.handlers.ui import ui_routes
 from gridserve.metrics import Metrics
 from gridserve.storage.base import Storage
 from gridserve.tracking import RequestTracker
@@ -52,9 +53,13 @@ def make_app(
     upload_policy: UploadPolicy | None = None,
     cors_origin: str | None = None,
     send_timeout: float = 60.0,
+    send_buffer: int | None = None,
     metrics: Metrics | None = None,
     ops_routes: bool = True,
     combined_access_log: bool = False,
+    ui: bool = False,
+    ui_uploads: bool = False,
+    signing_key: str | bytes | None = None,
     **settings: Any,
 ) -> tornado.web.Application:
     """An application serving ``storage`` under ``prefix``: read, list, upload, delete (see
@@ -62,12 +67,16 @@ def make_app(
     ``ops_routes`` is false.
 
     ``acl`` decides who may do what (default: everyone reads, nobody writes); ``upload_policy``
-    what uploads are accepted; ``cors_origin`` lets players on other origins fetch (an origin,
-    a comma-separated list, or ``*``); ``send_timeout`` how long a client may take no data
-    before it is disconnected; ``metrics`` is the registry to record into (a fresh one
-    by default); ``combined_access_log`` logs each request to ``gridserve.access`` in the
-    combined format. ``settings`` go to ``tornado.web.Application``. The application's
-    ``settings["gridserve_tracker"]`` counts requests in flight (for graceful shutdown).
+    what uploads are accepted; ``cors_origin`` lets players on other origins fetch (an origin, a
+    comma-separated list, or ``*``); ``send_timeout`` how long a client may take no data before
+    it is disconnected; ``send_buffer`` the kernel send buffer of streaming connections (see
+    :class:`~gridserve.handlers.GridFSHandler`); ``metrics`` is the registry to record into (a
+    fresh one by default); ``combined_access_log`` logs each request to ``gridserve.access`` in
+    the combined format. ``ui`` serves the media page at ``/`` (``ui_uploads``: with its upload
+    form). ``signing_key`` signs the file URLs that listings return, so a page or player that
+    may list can also play when reads need signed URLs. ``settings`` go to
+    ``tornado.web.Application``. The application's ``settings["gridserve_tracker"]`` counts
+    requests in flight (for graceful shutdown).
 
     To add gridserve to an existing app instead, mount
     :class:`~gridserve.handlers.GridFSHandler` (read-only) or
@@ -83,6 +92,8 @@ def make_app(
         "upload_policy": upload_policy,
         "prefix": prefix,
         "send_timeout": send_timeout,
+        "send_buffer": send_buffer,
+        "signing_key": signing_key,
     }
     routes: list[Any] = []
     if ops_routes:
@@ -91,6 +102,8 @@ def make_app(
             (r"/readyz", ReadyHandler, {"storage": storage}),
             (r"/metrics", MetricsHandler, {"metrics": metrics}),
         ]
+    if ui:
+        routes += ui_routes(prefix, ui_uploads)
     routes.append((rf"{prefix}/(.*)", FilesHandler, options))
     settings.setdefault("gridserve_metrics", metrics)
     settings.setdefault("gridserve_tracker", RequestTracker())

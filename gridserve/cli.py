@@ -89,6 +89,13 @@ def _add_settings(parser: argparse.ArgumentParser, settings: tuple[Setting, ...]
                 default=None,
                 help=f"{setting.help} [{setting.env}]",
             )
+            parser.add_argument(
+                "--no-" + setting.flag[2:],
+                dest=setting.name,
+                action="store_const",
+                const="false",
+                help=argparse.SUPPRESS,
+            )
             continue
         default = "" if setting.default is None else f"; default {setting.default}"
         parser.add_argument(
@@ -311,6 +318,10 @@ async def _serve_forever(
         upload_policy=UploadPolicy(max_size=values["max_upload_size"]),
         cors_origin=values["cors_origin"],
         send_timeout=values["send_timeout"],
+        send_buffer=values["send_buffer"],
+        ui=values["ui"] if values["ui"] is not None else not values.get("storage"),
+        ui_uploads=bool(values["upload_token"]),
+        signing_key=values["signing_key"],
         combined_access_log=bool(values["access_log"]),
     )
     server = tornado.httpserver.HTTPServer(

@@ -148,7 +148,15 @@ SERVE_SETTINGS = (
     ),
     Setting("access_log", None, str, "access log file in combined format, or - for stderr"),
     Setting("log_file", None, str, "log to this file instead of stderr (SIGHUP reopens it)"),
+    Setting("ui", None, parse_bool, "serve the media page at / (default: on for local default)"),
     Setting("shutdown_timeout", 30, _non_negative, "seconds in-flight responses get at shutdown"),
+    Setting(
+        "send_buffer",
+        None,
+        parse_size,
+        "kernel send buffer per stream, e.g. 256K: less is wasted when players seek",
+        metavar="SIZE",
+    ),
     Setting("send_timeout", 60, _positive, "drop a client that takes no data for this long (s)"),
     Setting("idle_timeout", 60, _positive, "close keep-alive connections idle this long (s)"),
 )

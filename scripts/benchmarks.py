@@ -198,6 +198,15 @@ def wrk(url: str, connections: int, seconds: float, script: str | None = None) -
     )
 
 
+def checked(name: str, result: WrkResult) -> WrkResult:
+    """A figure only counts when every response was a success."""
+    if result.non_2xx or result.errors:
+        raise RuntimeError(
+            f"{name}: {result.non_2xx} non-2xx responses and {result.errors} socket errors"
+        )
+    return result
+
+
 def median_wrk(
     url: str, connections: int, seconds: float, repeats: int, script: str | None = None
 ) -> WrkResult:
@@ -428,9 +437,13 @@ def main() -> int:
     parser.add_argument("--gridfs-load-connections", type=int, default=100)
     parser.add_argument("--load-seconds", type=float, default=20)
     parser.add_argument("--write", action="store_true", help="rewrite BENCHMARKS.rst")
+    parser.add_argument(
+        "--only", nargs="+", metavar="NAME", help="measure only these contestants (quoted names)"
+    )
     args = parser.parse_args()
 
     workdir = Path(tempfile.mkdtemp(prefix="gridserve-bench-"))
+    workdir.chmod(0o755)  # nginx's workers run unprivileged: they must read the files
     database = FerretDB(ferretdb_binary())
     database.start()
     prefix = "bench"
@@ -453,7 +466,7 @@ def main() -> int:
         ceiling_1 = asyncio.run(raw_read(database.uri, f"{prefix}_large", 1))
         ceiling_8 = asyncio.run(raw_read(database.uri, f"{prefix}_large", 8))
 
-        for name in results:
+        for name in [n for n in results if not args.only or n in args.only]:
             print(f"measuring {name} ...", flush=True)
             r = results[name]
             with running(contestant(name, "large")) as server:
@@ -461,14 +474,22 @@ def main() -> int:
                     r["ttfb0"] = ttfb(server, "/fs/large.bin", 0)
                     r["ttfb90"] = ttfb(server, "/fs/large.bin", int(LARGE * 0.9))
                 for conc in (1, 8):
-                    r[f"full{conc}"] = median_wrk(
-                        server.url("/fs/large.bin"), conc, args.seconds, args.repeats
+                    r[f"full{conc}"] = checked(
+                        name,
+                        median_wrk(server.url("/fs/large.bin"), conc, args.seconds, args.repeats),
                     ).mib_per_s
             with running(contestant(name, "medium")) as server:
                 r["rss200"] = asyncio.run(slow_readers(server, 200, 8)) / MIB
             with running(contestant(name, "small")) as server:
-                small = median_wrk(
-                    server.url("/fs/small/0.bin"), 32, args.seconds, args.repeats, SMALL_FILES_LUA
+                small = checked(
+                    name,
+                    median_wrk(
+                        server.url("/fs/small/0.bin"),
+                        32,
+                        args.seconds,
+                        args.repeats,
+                        SMALL_FILES_LUA,
+                    ),
                 )
                 r["small_rps"], r["small_p50"], r["small_p99"] = (
                     small.requests_per_s,
@@ -476,27 +497,30 @@ def main() -> int:
                     small.p99_ms,
                 )
 
-        upload = os.urandom(LARGE)
-        with running(contestant("gridserve (GridFS)", "upload")) as server:
-            gridserve_upload = statistics.median(http_upload(server, upload) for _ in range(3))
-        raw_up = statistics.median(
-            asyncio.run(raw_upload(database.uri, f"{prefix}_upload_raw", upload)) for _ in range(3)
-        )
-        print("load tests ...", flush=True)
+        gridserve_upload = raw_up = None
         loads = []
-        for name, connections in (
-            ("gridserve (local)", args.load_connections),
-            ("gridserve (GridFS)", args.gridfs_load_connections),
-        ):
-            with running(contestant(name, "media")) as server:
-                loads.append((name, connections, load_test(server, connections, args.load_seconds)))
+        if not args.only:
+            upload = os.urandom(LARGE)
+            with running(contestant("gridserve (GridFS)", "upload")) as server:
+                gridserve_upload = statistics.median(http_upload(server, upload) for _ in range(3))
+            raw_up = statistics.median(
+                asyncio.run(raw_upload(database.uri, f"{prefix}_upload_raw", upload))
+                for _ in range(3)
+            )
+            print("load tests ...", flush=True)
+            for name, connections in (
+                ("gridserve (local)", args.load_connections),
+                ("gridserve (GridFS)", args.gridfs_load_connections),
+            ):
+                with running(contestant(name, "media")) as server:
+                    loads.append(
+                        (name, connections, load_test(server, connections, args.load_seconds))
+                    )
     finally:
         database.cleanup()
         shutil.rmtree(workdir, ignore_errors=True)
 
-    best_gridfs_peer = max(results[n]["full1"] for n in gridfs_servers[1:])
-    best_small_peer = max(results[n]["small_rps"] for n in gridfs_servers[1:])
-    g = results["gridserve (GridFS)"]
+    measured = {name: r for name, r in results.items() if r}
     report("Figures (medians); ratios are against baselines measured in the same run.")
     report()
     header = (
@@ -513,40 +537,57 @@ def main() -> int:
         )
     )
     report(f"{'raw driver (ceiling)':<26} {ceiling_1:>10.1f} {ceiling_8:>10.1f}")
-    for name in [*gridfs_servers, *disk_servers]:
-        r = results[name]
+    for name, r in measured.items():
         report(
             f"{name:<26} {r['full1']:>10.1f} {r['full8']:>10.1f} {r['small_rps']:>12.0f} "
             f"{r['small_p50']:>8.1f} {r['small_p99']:>8.1f} "
             f"{fmt(r.get('ttfb0')):>8} {fmt(r.get('ttfb90')):>9} {r['rss200']:>8.1f}"
         )
-    local = results["gridserve (local)"]
-    motor = results["motor GridFSHandler"]
-    static = results["Tornado StaticFileHandler"]
-    nginx = results["nginx"]
     report()
     report("Ratios:")
-    report(
-        f"- full download, 1 client: gridserve/ceiling {g['full1'] / ceiling_1:.2f}, "
-        f"gridserve/best GridFS peer {g['full1'] / best_gridfs_peer:.2f}"
-    )
-    report(f"- full download, 8 clients: gridserve/ceiling {g['full8'] / ceiling_8:.2f}")
-    report(
-        f"- small files: gridserve/motor GridFSHandler {g['small_rps'] / motor['small_rps']:.2f}, "
-        f"gridserve/best GridFS peer {g['small_rps'] / best_small_peer:.2f}"
-    )
-    report(
-        f"- seek: TTFB at 90% / TTFB at 0: gridserve GridFS {g['ttfb90'] / g['ttfb0']:.2f}, "
-        f"local {local['ttfb90'] / local['ttfb0']:.2f}"
-    )
-    report(
-        f"- local disk, 1 client: gridserve/Tornado static {local['full1'] / static['full1']:.2f}, "
-        f"gridserve/nginx {local['full1'] / nginx['full1']:.2f}"
-    )
-    report(
-        f"- upload {LARGE // MIB} MiB: gridserve PUT {gridserve_upload:.1f} MiB/s, raw driver "
-        f"{raw_up:.1f} MiB/s, ratio {gridserve_upload / raw_up:.2f}"
-    )
+
+    def ratio(a: str, key_a: str, b: str, key_b: str | None = None) -> str:
+        try:
+            return f"{measured[a][key_a] / measured[b][key_b or key_a]:.2f}"
+        except (KeyError, ZeroDivisionError):
+            return "n/a"
+
+    g = measured.get("gridserve (GridFS)", {})
+    peers = [measured[n] for n in ("motor GridFSHandler", "motor AIOHTTPGridFS") if n in measured]
+    if g:
+        best_full = max((p["full1"] for p in peers), default=0.0)
+        best_small = max((p["small_rps"] for p in peers), default=0.0)
+        report(
+            f"- full download, 1 client: gridserve/ceiling {g['full1'] / ceiling_1:.2f}, "
+            f"gridserve/best GridFS peer {g['full1'] / best_full if best_full else 0:.2f}"
+        )
+        report(f"- full download, 8 clients: gridserve/ceiling {g['full8'] / ceiling_8:.2f}")
+        report(
+            f"- small files: gridserve/motor GridFSHandler "
+            f"{ratio('gridserve (GridFS)', 'small_rps', 'motor GridFSHandler')}, "
+            f"gridserve/best GridFS peer {g['small_rps'] / best_small if best_small else 0:.2f}"
+        )
+        report(
+            f"- seek: TTFB at 90% / TTFB at 0: gridserve GridFS "
+            f"{ratio('gridserve (GridFS)', 'ttfb90', 'gridserve (GridFS)', 'ttfb0')}"
+        )
+    if "gridserve (local)" in measured:
+        report(
+            f"- seek on local disk: TTFB at 90% / TTFB at 0: "
+            f"{ratio('gridserve (local)', 'ttfb90', 'gridserve (local)', 'ttfb0')}"
+        )
+        report(
+            f"- local disk, 1 client: gridserve/Tornado static "
+            f"{ratio('gridserve (local)', 'full1', 'Tornado StaticFileHandler')}, "
+            f"gridserve/nginx {ratio('gridserve (local)', 'full1', 'nginx')}; small files: "
+            f"gridserve/Tornado static "
+            f"{ratio('gridserve (local)', 'small_rps', 'Tornado StaticFileHandler')}"
+        )
+    if gridserve_upload and raw_up:
+        report(
+            f"- upload {LARGE // MIB} MiB: gridserve PUT {gridserve_upload:.1f} MiB/s, raw driver "
+            f"{raw_up:.1f} MiB/s, ratio {gridserve_upload / raw_up:.2f}"
+        )
     report()
     for name, connections, (result, growth) in loads:
         report(

@@ -27,19 +27,36 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def ferretdb_binary() -> str:
-    """The cached FerretDB binary, building it (scripts/build-test-db) if needed."""
-    configured = os.environ.get("GRIDSERVE_FERRETDB")
+def provisioned(env_var: str, script: str) -> str:
+    """The path a ``scripts/build-test-*`` script prints (building or fetching what is not
+    cached yet), or ``$env_var`` when set. Raises TestDatabaseError with the script's output."""
+    configured = os.environ.get(env_var)
     if configured:
-        if not os.access(configured, os.X_OK):
-            raise TestDatabaseError(f"GRIDSERVE_FERRETDB={configured} is not an executable")
+        if not os.path.exists(configured):
+            raise TestDatabaseError(f"{env_var}={configured} does not exist")
         return configured
     result = subprocess.run(
-        [str(ROOT / "scripts" / "build-test-db")], capture_output=True, text=True, check=False
+        [str(ROOT / "scripts" / script)], capture_output=True, text=True, check=False
     )
     if result.returncode != 0:
-        raise TestDatabaseError(f"scripts/build-test-db failed:\n{result.stderr}")
+        raise TestDatabaseError(f"scripts/{script} failed:\n{result.stderr}")
     return result.stdout.strip().splitlines()[-1]
+
+
+def ferretdb_binary() -> str:
+    """The cached FerretDB binary (scripts/build-test-db)."""
+    return provisioned("GRIDSERVE_FERRETDB", "build-test-db")
+
+
+def stop_process(process: subprocess.Popen[bytes] | None) -> None:
+    """SIGTERM, then SIGKILL after 10 s."""
+    if process is not None and process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
 
 
 class FerretDB:
@@ -71,13 +88,7 @@ class FerretDB:
         wait_until_up(self.uri, self.process, self.log_path)
 
     def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        stop_process(self.process)
         self.process = None
 
     def cleanup(self) -> None:

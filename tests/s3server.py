@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
 import tempfile
@@ -12,7 +11,7 @@ from typing import Any
 
 import requests
 
-from tests.dbserver import ROOT, TestDatabaseError, free_port
+from tests.dbserver import TestDatabaseError, free_port, provisioned, stop_process
 
 START_TIMEOUT = 60.0
 ACCESS_KEY = "gridserve-test"
@@ -20,15 +19,8 @@ SECRET_KEY = "gridserve-test-secret"
 
 
 def s3proxy_jar() -> str:
-    configured = os.environ.get("GRIDSERVE_S3PROXY")
-    if configured:
-        return configured
-    result = subprocess.run(
-        [str(ROOT / "scripts" / "build-test-s3")], capture_output=True, text=True, check=False
-    )
-    if result.returncode != 0:
-        raise TestDatabaseError(f"scripts/build-test-s3 failed:\n{result.stderr}")
-    return result.stdout.strip().splitlines()[-1]
+    """The cached s3proxy jar (scripts/build-test-s3)."""
+    return provisioned("GRIDSERVE_S3PROXY", "build-test-s3")
 
 
 class S3Proxy:
@@ -82,11 +74,5 @@ class S3Proxy:
         raise TestDatabaseError(f"s3proxy did not answer at {self.endpoint}")
 
     def cleanup(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        stop_process(self.process)
         shutil.rmtree(self.dir, ignore_errors=True)

@@ -1,4 +1,4 @@
-"""Reading, writing, deleting and listing files: :class:`FilesHandler`, what ``make_app`` mounts.
+r"""Reading, writing, deleting and listing files: :class:`FilesHandler`, what ``make_app`` mounts.
 
 ``GET|HEAD {prefix}/<key>``
     stream a file (:class:`~gridserve.handlers.stream.GridFSHandler`).
@@ -22,7 +22,7 @@ uploadDate, url}`` (a list under ``files`` for POST). Each is checked against th
 
 Options, beyond :class:`GridFSHandler`'s: ``acl`` (see :mod:`gridserve.acl`; default
 :class:`~gridserve.acl.AllowReads`, which refuses all writes), ``upload_policy``, ``prefix``
-(the URL prefix, for ``Location`` and ``url``).
+(the URL prefix, for ``Location`` and ``url``), ``signing_key`` (sign listed ``url``\ s).
 """
 
 from __future__ import annotations
@@ -37,8 +37,9 @@ from urllib.parse import quote
 
 import tornado.web
 
-from gridserve.acl import ACL, Action
+from gridserve.acl import ACL, Action, sign_path
 from gridserve.handlers.stream import DEFAULT_SEND_TIMEOUT, GridFSHandler
+from gridserve.mediatypes import choose_content_type
 from gridserve.multipart import MultipartError, MultipartReader
 from gridserve.storage.base import FileInfo, FileNotFound, InvalidKey, StorageUnavailable
 from gridserve.uploads import (
@@ -54,17 +55,19 @@ from gridserve.uploads import (
 log = logging.getLogger("gridserve.files")
 
 MAX_LIST_LIMIT = 1000
+LISTED_URL_TTL = 3600
 HANDOVER_CHUNKS = 4
 UNLIMITED_BODY = 1 << 50
 
 
 def describe_file(info: FileInfo, url_prefix: str = "/fs") -> dict[str, Any]:
-    """The JSON description of a stored file: what uploads answer, listings and the CLI print."""
+    """The JSON description of a stored file: what uploads answer, listings and the CLI print.
+    ``contentType`` is what the file is served as (stored, else by extension)."""
     return {
         "id": str(info.id),
         "filename": info.filename,
         "length": info.length,
-        "contentType": info.content_type,
+        "contentType": choose_content_type(info.content_type, info.filename),
         "md5": info.md5,
         "sha256": info.metadata.get("sha256"),
         "uploadDate": info.upload_date.isoformat(),
@@ -119,6 +122,8 @@ class FilesHandler(GridFSHandler):
         upload_policy: UploadPolicy | None = None,
         prefix: str = "/fs",
         send_timeout: float = DEFAULT_SEND_TIMEOUT,
+        signing_key: str | bytes | None = None,
+        send_buffer: int | None = None,
     ) -> None:
         super().initialize(
             storage,
@@ -126,9 +131,11 @@ class FilesHandler(GridFSHandler):
             max_ranges=max_ranges,
             acl=acl,
             send_timeout=send_timeout,
+            send_buffer=send_buffer,
         )
         self.upload_policy = upload_policy or UploadPolicy()
         self.url_prefix = prefix.rstrip("/")
+        self.signing_key = signing_key
         self._channel: BodyChannel | None = None
         self._upload: asyncio.Future[Any] | None = None
         self._multipart: MultipartReader | None = None
@@ -194,8 +201,12 @@ class FilesHandler(GridFSHandler):
         self.finish(json.dumps({"files": files, "next": files[-1]["filename"] if more else None}))
 
     def describe(self, info: FileInfo) -> dict[str, Any]:
-        """The JSON description of a stored file (listings and upload answers)."""
-        return describe_file(info, self.url_prefix)
+        """The JSON description of a stored file (listings and upload answers); its ``url`` is
+        signed for an hour when the handler has a signing key."""
+        described = describe_file(info, self.url_prefix)
+        if self.signing_key:
+            described["url"] = sign_path(self.signing_key, described["url"], LISTED_URL_TTL)
+        return described
 
     # -- delete --------------------------------------------------------------------------
 

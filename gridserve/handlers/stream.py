@@ -29,7 +29,10 @@ after the file is resolved):
 
 Options given to ``initialize``: ``storage`` (required), ``cache_time`` (0),
 ``max_ranges`` (16, more is answered with the whole file), ``send_timeout`` (60 s: a client
-that accepts no data for that long is disconnected), ``acl`` (the access-control hook of
+that accepts no data for that long is disconnected), ``send_buffer`` (bytes of kernel send
+buffer per streaming connection; default: the kernel's autotuning. A player that seeks away
+discards what was queued for it, so a small buffer, e.g. 256 KiB, wastes less; a long fat
+network wants it large), ``acl`` (the access-control hook of
 :mod:`gridserve.acl`, asked for ``read`` before any byte is read; default: everyone reads).
 """
 
@@ -180,8 +183,10 @@ class GridFSHandler(StorageRequestHandler, tornado.web.StaticFileHandler):
         max_ranges: int = ranges.DEFAULT_MAX_RANGES,
         acl: ACL | None = None,
         send_timeout: float = DEFAULT_SEND_TIMEOUT,
+        send_buffer: int | None = None,
     ) -> None:
         super().initialize()
+        self.send_buffer = send_buffer
         self.storage = storage
         self.cache_time = cache_time
         self.max_ranges = max_ranges
@@ -325,6 +330,12 @@ class GridFSHandler(StorageRequestHandler, tornado.web.StaticFileHandler):
 
         Headers go out first, so any failure after this point can only abort the connection.
         """
+        if self.send_buffer:
+            # What the kernel queues beyond what the player took is thrown away when it seeks.
+            sock = getattr(getattr(self.request.connection, "stream", None), "socket", None)
+            if sock is not None:
+                with contextlib.suppress(OSError):
+                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, self.send_buffer)
         info = self.file_info
         sent = 0
         unyielded = 0

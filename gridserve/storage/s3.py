@@ -18,6 +18,7 @@ s3proxy working with current botocore.
 
 from __future__ import annotations
 
+import builtins
 import contextlib
 import hashlib
 import json
@@ -274,30 +275,13 @@ class S3Storage(Storage):
                     if upload_id is None:
                         created = await s3.create_multipart_upload(**common, Metadata=user_metadata)
                         upload_id = created["UploadId"]
-                    number = len(parts) + 1
-                    part = await s3.upload_part(
-                        Bucket=self.bucket,
-                        Key=object_key,
-                        UploadId=upload_id,
-                        PartNumber=number,
-                        Body=bytes(buffer[: self.part_size]),
-                    )
-                    parts.append({"ETag": part["ETag"], "PartNumber": number})
-                    del buffer[: self.part_size]
+                    await self._upload_part(s3, object_key, upload_id, parts, buffer)
             if upload_id is None:
                 user_metadata.update(md5=md5.hexdigest(), sha256=sha256.hexdigest())
                 await s3.put_object(**common, Body=bytes(buffer), Metadata=user_metadata)
             else:
                 if buffer:
-                    number = len(parts) + 1
-                    part = await s3.upload_part(
-                        Bucket=self.bucket,
-                        Key=object_key,
-                        UploadId=upload_id,
-                        PartNumber=number,
-                        Body=bytes(buffer),
-                    )
-                    parts.append({"ETag": part["ETag"], "PartNumber": number})
+                    await self._upload_part(s3, object_key, upload_id, parts, buffer)
                 await s3.complete_multipart_upload(
                     Bucket=self.bucket,
                     Key=object_key,
@@ -318,6 +302,26 @@ class S3Storage(Storage):
         # What a later lookup will say, so the ETag is the same: digests for a single-part
         # object, S3's own multipart ETag otherwise.
         return await self.resolve(name)
+
+    async def _upload_part(
+        self,
+        s3: Any,
+        key: str,
+        upload_id: str,
+        parts: builtins.list[dict[str, Any]],
+        buffer: bytearray,
+    ) -> None:
+        """Uploads the next part (at most ``part_size`` bytes taken off ``buffer``)."""
+        number = len(parts) + 1
+        part = await s3.upload_part(
+            Bucket=self.bucket,
+            Key=key,
+            UploadId=upload_id,
+            PartNumber=number,
+            Body=bytes(buffer[: self.part_size]),
+        )
+        parts.append({"ETag": part["ETag"], "PartNumber": number})
+        del buffer[: self.part_size]
 
     async def delete(self, info: FileInfo) -> None:
         await self.resolve(info.filename)  # S3 deletes are idempotent; say when nothing was there
