@@ -38,6 +38,7 @@ import abc
 from collections.abc import AsyncGenerator, AsyncIterable, AsyncIterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
+from functools import cached_property
 from typing import Any
 
 from gridserve.validators import ETag, etag_for, http_seconds
@@ -86,13 +87,14 @@ class FileInfo:
     metadata: Mapping[str, Any] = field(default_factory=dict)
     native_etag: str | None = None
 
-    @property
+    # Pure functions of a frozen value, asked for several times per request: computed once.
+    @cached_property
     def etag(self) -> ETag:
         return etag_for(
             self.id, self.length, self.upload_date, self.md5, self.metadata, self.native_etag
         )
 
-    @property
+    @cached_property
     def last_modified(self) -> datetime:
         return http_seconds(self.upload_date)
 

@@ -205,8 +205,6 @@ class S3Storage(Storage):
                 yield block
         except (FileNotFound, CorruptFile, StorageUnavailable):
             raise
-        except GeneratorExit:
-            raise
         except Exception as exc:
             raise self._translate(exc, info.filename) from exc
         finally:
