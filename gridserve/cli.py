@@ -184,8 +184,11 @@ def open_storage(values: dict[str, Any]) -> Storage:
             options["endpoint_url"] = values["s3_endpoint"]
         if values.get("s3_region"):
             options["region_name"] = values["s3_region"]
-    elif uri.startswith("mongodb") and values.get("read_preference"):
-        options["readPreference"] = values["read_preference"]
+    elif uri.startswith("mongodb"):
+        if values.get("read_preference"):
+            options["readPreference"] = values["read_preference"]
+        if values.get("file_cache_seconds") is not None:
+            options["file_cache_seconds"] = values["file_cache_seconds"]
     try:
         return from_uri(uri, bucket=values.get("bucket") or "fs", **options)
     except StorageURIError as exc:

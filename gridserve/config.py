@@ -70,6 +70,13 @@ def _non_negative(text: str) -> int:
     return value
 
 
+def _non_negative_seconds(text: str) -> float:
+    value = float(text)
+    if not value >= 0 or value == float("inf"):
+        raise ValueError(f"{text!r} is not a number of seconds >= 0")
+    return value
+
+
 def _positive(text: str) -> int:
     value = int(text)
     if value <= 0:
@@ -122,6 +129,14 @@ STORAGE_SETTINGS = (
         None,
         _choice(READ_PREFERENCES),
         "MongoDB read preference, e.g. secondaryPreferred for read-heavy media",
+    ),
+    Setting(
+        "file_cache_seconds",
+        5.0,
+        _non_negative_seconds,
+        "GridFS: reuse a file document looked up by id for this long; a rename or metadata "
+        "edit by another tool shows after at most this delay (default 5; 0 = off)",
+        metavar="SECONDS",
     ),
     Setting("log_level", "info", _choice(LOG_LEVELS), "debug, info, warning or error"),
 )
@@ -237,8 +252,8 @@ def render_toml(values: Mapping[str, Any]) -> str:
             lines.append(f"# {name} =")
         elif isinstance(value, bool):
             lines.append(f"{name} = {'true' if value else 'false'}")
-        elif isinstance(value, int):
-            lines.append(f"{name} = {value}")
+        elif isinstance(value, (int, float)):
+            lines.append(f"{name} = {value!r}")
         else:
             escaped = str(value).replace("\\", "\\\\").replace('"', '\\"')
             lines.append(f'{name} = "{escaped}"')

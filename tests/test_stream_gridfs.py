@@ -8,6 +8,7 @@ import logging
 from datetime import timezone
 from typing import Any
 
+import gridfs
 import pytest
 import requests
 from bson import ObjectId
@@ -109,6 +110,34 @@ def test_corrupt_file_aborts_the_connection_and_logs_one_line(
     assert len(errors) == 1
     assert reason in errors[0].getMessage()
     assert get(server, f"/fs/{video}", Range="bytes=0-9").content == DATA[:10]  # still up
+
+
+def test_a_missing_first_chunk_is_a_500_before_any_byte(
+    server: LiveServer, video: ObjectId, sync_db: SyncDB, caplog: pytest.LogCaptureFixture
+) -> None:
+    sync_db["fs.chunks"].delete_one({"files_id": video, "n": 0})
+    with caplog.at_level(logging.ERROR, logger="gridserve"):
+        response = get(server, f"/fs/{video}")
+    assert response.status_code == 500
+    assert "ETag" not in response.headers and "Content-Range" not in response.headers
+    errors = [
+        r for r in caplog.records if r.levelno >= logging.ERROR and r.name.startswith("gridserve")
+    ]
+    assert len(errors) == 1
+    assert "chunk 0 is missing" in errors[0].getMessage()
+    assert get(server, f"/fs/{video}", Range="bytes=20000-20009").content == DATA[20000:20010]
+
+
+@pytest.mark.parametrize("range_header", [None, "bytes=20000-20009", "bytes=0-9,30000-30009"])
+def test_a_file_deleted_by_another_client_is_404_though_recently_served(
+    server: LiveServer, video: ObjectId, sync_db: SyncDB, range_header: str | None
+) -> None:
+    headers = {"Range": range_header} if range_header else {}
+    assert get(server, f"/fs/{video}", **headers).status_code in (200, 206)
+    gridfs.GridFSBucket(sync_db).delete(video)  # behind the server's back, within its cache time
+    response = get(server, f"/fs/{video}", **headers)
+    assert response.status_code == 404
+    assert get(server, f"/fs/{video}").status_code == 404
 
 
 def test_missing_last_chunks_are_detected(

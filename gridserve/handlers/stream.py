@@ -328,7 +328,9 @@ class GridFSHandler(StorageRequestHandler, tornado.web.StaticFileHandler):
     ) -> None:
         """Streams each (framing, range) pair, then ``closing``, awaiting flush per chunk.
 
-        Headers go out first, so any failure after this point can only abort the connection.
+        The headers go out with the first chunk: a storage error before it (the file deleted
+        since it was resolved, the database gone) still gets a status (404, 503, 500); after
+        it, a failure can only abort the connection.
         """
         if self.send_buffer:
             # What the kernel queues beyond what the player took is thrown away when it seeks.
@@ -347,7 +349,6 @@ class GridFSHandler(StorageRequestHandler, tornado.web.StaticFileHandler):
         self._stalled = False
         self._stall_timer = loop.call_later(self.send_timeout, self._check_stall)
         try:
-            await self._timed_flush()
             for framing, byte_range in parts:
                 if framing:
                     self.write(framing)
@@ -378,15 +379,31 @@ class GridFSHandler(StorageRequestHandler, tornado.web.StaticFileHandler):
                 )
             else:
                 log.debug("client went away after %d bytes of %s", sent, info.filename)
-        except (CorruptFile, StorageUnavailable) as exc:
-            log.error("aborted %s after %d bytes: %s", info.filename, sent, exc)
-            self._abort_connection()
+        except (CorruptFile, StorageUnavailable, FileNotFound) as exc:
+            if not self._headers_written:
+                self._fail_before_body(exc)
+            else:
+                log.error("aborted %s after %d bytes: %s", info.filename, sent, exc)
+                self._abort_connection()
         finally:
             self._stall_timer.cancel()
             self.bytes_sent = sent
             if metrics is not None:
                 metrics.streams_in_flight.dec()
                 metrics.sent_bytes.inc(sent)
+
+    def _fail_before_body(self, exc: Exception) -> None:
+        """Answers a storage error met before any byte of the response was sent."""
+        stream = getattr(self.request.connection, "stream", None)
+        if stream is not None and stream.closed():
+            log.debug("client went away before %s could be read: %s", self.file_info.filename, exc)
+            return
+        if isinstance(exc, CorruptFile):
+            log.error("cannot serve %s: %s", self.file_info.filename, exc)
+            self.send_error(500)
+        else:
+            http_error = self.storage_http_error(exc)
+            self.send_error(http_error.status_code, reason=http_error.reason)
 
     async def _timed_flush(self) -> None:
         """``flush()``, watched by :meth:`_check_stall` (Tornado has no write timeout)."""

@@ -39,11 +39,9 @@ def from_uri(uri: str, *, bucket: str = "fs", **options: Any) -> Storage:
     """Builds the storage a URI names.
 
     - ``mongodb://...`` or ``mongodb+srv://...``: GridFS in the URI's database, bucket
-      ``bucket``; ``options`` go to ``AsyncMongoClient``.
+      ``bucket``; ``file_cache_seconds`` goes to :class:`GridFSStorage`, other ``options`` to
+      ``AsyncMongoClient``.
     - ``file:PATH``, ``file://PATH`` or a plain path: :class:`LocalStorage` (created if absent).
-    - ``s3://bucket/prefix``: :class:`~gridserve.storage.s3.S3Storage`; ``options`` go to
-      aiobotocore's client (``endpoint_url``, ``region_name``, ...), credentials come from the
-      standard AWS chain unless given.
     - ``s3://bucket/prefix``: :class:`~gridserve.storage.s3.S3Storage`; ``options`` go to
       aiobotocore's client (``endpoint_url``, ``region_name``, ...), credentials come from the
       standard AWS chain unless given.

@@ -19,13 +19,14 @@ import math
 import re
 import time
 from collections.abc import AsyncGenerator, AsyncIterable, AsyncIterator, Mapping
+from contextlib import aclosing
 from datetime import datetime, timezone
 from typing import Any
 
 from bson import ObjectId
 from bson.errors import InvalidId
 from pymongo import ASCENDING, DESCENDING
-from pymongo.errors import ConnectionFailure, PyMongoError
+from pymongo.errors import PyMongoError
 
 from gridserve.storage.base import (
     CorruptFile,
@@ -38,9 +39,13 @@ from gridserve.storage.base import (
     stored_content_type,
     utc,
 )
+from gridserve.storage.lookups import ChunkLocator, FileDocumentCache
+from gridserve.storage.readahead import read_ahead
 
 DEFAULT_CHUNK_SIZE = 255 * 1024
 DEFAULT_READ_AHEAD = 512 * 1024  # per stream: bounds what a slow client makes us hold
+DEFAULT_FILE_CACHE_SECONDS = 5.0
+DEFAULT_POINT_READ_CHUNKS = 8
 ORPHAN_RETRY_SECONDS = 600.0
 log = logging.getLogger("gridserve.storage")
 _FILE_FIELDS = {
@@ -90,6 +95,14 @@ class GridFSStorage(Storage):
     ``database`` is a PyMongo ``AsyncDatabase`` or a Motor ``AsyncIOMotorDatabase``. The
     storage does not own the client unless ``owns_client`` is true (as when built by
     :meth:`from_uri`); then :meth:`close` closes it.
+
+    Reading costs, per request: one query for the file document unless it was resolved by id
+    in the last ``file_cache_seconds`` (0 disables that cache); then one cursor over the
+    chunks of the range, ``read_ahead`` bytes per reply, fetched one reply ahead of the
+    client (so at most about ``2 * read_ahead`` per stream is held). A range of fewer than
+    ``point_read_chunks`` chunks whose chunk ids were seen before is fetched by ``_id``
+    instead (see :mod:`gridserve.storage.lookups`); ``locator_chunks`` bounds how many ids are
+    remembered (0 disables it).
     """
 
     def __init__(
@@ -100,6 +113,9 @@ class GridFSStorage(Storage):
         read_ahead: int = DEFAULT_READ_AHEAD,
         chunk_size: int = DEFAULT_CHUNK_SIZE,
         owns_client: bool = False,
+        file_cache_seconds: float = DEFAULT_FILE_CACHE_SECONDS,
+        point_read_chunks: int = DEFAULT_POINT_READ_CHUNKS,
+        locator_chunks: int = 100_000,
     ) -> None:
         self.database = database
         self.bucket = bucket
@@ -110,10 +126,19 @@ class GridFSStorage(Storage):
         self._owns_client = owns_client
         self._indexes_ready = False
         self._cleanups: set[asyncio.Future[None]] = set()
+        self.file_cache: FileDocumentCache[FileInfo] = FileDocumentCache(file_cache_seconds)
+        self.locator = ChunkLocator(locator_chunks)
+        self.point_read_chunks = point_read_chunks
 
     @classmethod
     def from_uri(
-        cls, uri: str, bucket: str = "fs", *, default_database: str = "gridserve", **options: Any
+        cls,
+        uri: str,
+        bucket: str = "fs",
+        *,
+        default_database: str = "gridserve",
+        file_cache_seconds: float = DEFAULT_FILE_CACHE_SECONDS,
+        **options: Any,
     ) -> GridFSStorage:
         """A storage on its own ``AsyncMongoClient`` for ``uri`` (the URI's database, else
         ``default_database``). Client options (``serverSelectionTimeoutMS``, ...) pass through.
@@ -125,7 +150,7 @@ class GridFSStorage(Storage):
         options.setdefault("appname", "gridserve")
         client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(uri, **options)
         database = client.get_default_database(default=default_database)
-        return cls(database, bucket, owns_client=True)
+        return cls(database, bucket, owns_client=True, file_cache_seconds=file_cache_seconds)
 
     @property
     def description(self) -> str:
@@ -138,15 +163,22 @@ class GridFSStorage(Storage):
         try:
             oid = _object_id(key)
             if oid is not None:
+                cached = self.file_cache.get(oid)
+                if cached is not None:
+                    return cached
                 doc = await self.files.find_one({"_id": oid}, _FILE_FIELDS)
                 if doc is not None:
-                    return file_info_from_document(doc)
+                    info = file_info_from_document(doc)
+                    self.file_cache.put(oid, info)
+                    return info
             doc = await self._find_revision(key, -1 if revision is None else revision)
-        except ConnectionFailure as exc:
+        except PyMongoError as exc:
             raise StorageUnavailable(str(exc)) from exc
         if doc is None:
             raise FileNotFound(key)
-        return file_info_from_document(doc)
+        info = file_info_from_document(doc)
+        self.file_cache.put(info.id, info)
+        return info
 
     async def _find_revision(self, filename: str, revision: int) -> Mapping[str, Any] | None:
         if revision >= 0:
@@ -178,33 +210,84 @@ class GridFSStorage(Storage):
             raise CorruptFile(f"file {info.id}: chunkSize {size}")
         last_n = math.ceil(length / size) - 1
         first, last = start // size, (stop - 1) // size
-        cursor = self.chunks.find(
-            {"files_id": info.id, "n": {"$gte": first, "$lte": last}},
-            {"_id": 0, "n": 1, "data": 1},
-            sort=[("n", ASCENDING)],
-            batch_size=max(1, self.read_ahead // size),
+        batch = max(1, self.read_ahead // size)
+        known = None
+        if last - first < self.point_read_chunks:
+            known = self.locator.locate(info.id, first, last)
+        fetched = (
+            self._chunks_by_id(info, first, last, known)
+            if known is not None
+            else self._chunks_in_range(info, first, last, batch)
         )
         expected = first
         try:
-            async for chunk in cursor:
-                n, data = chunk.get("n"), chunk.get("data")
-                if n != expected or not isinstance(data, bytes):
-                    raise CorruptFile(f"file {info.id}: chunk {expected} is missing")
-                want = size if n < last_n else length - size * last_n
-                if len(data) != want:
-                    raise CorruptFile(
-                        f"file {info.id}: chunk {n} has {len(data)} bytes, expected {want}"
-                    )
-                lo = start - n * size if n == first else 0
-                hi = stop - n * size if n == last else want
-                yield data if lo == 0 and hi == want else data[lo:hi]
-                expected += 1
-        except ConnectionFailure as exc:
+            async with aclosing(read_ahead(fetched, batch)) as chunks:
+                async for n, chunk_id, data in chunks:
+                    if n != expected or not isinstance(data, bytes):
+                        if n == first:
+                            await self._check_still_stored(info)
+                        raise CorruptFile(f"file {info.id}: chunk {expected} is missing")
+                    want = size if n < last_n else length - size * last_n
+                    if len(data) != want:
+                        raise CorruptFile(
+                            f"file {info.id}: chunk {n} has {len(data)} bytes, expected {want}"
+                        )
+                    self.locator.learn(info.id, n, chunk_id)
+                    lo = start - n * size if n == first else 0
+                    hi = stop - n * size if n == last else want
+                    yield data if lo == 0 and hi == want else data[lo:hi]
+                    expected += 1
+        except PyMongoError as exc:
             raise StorageUnavailable(str(exc)) from exc
+        if expected <= last:
+            if expected == first:
+                await self._check_still_stored(info)
+            raise CorruptFile(f"file {info.id}: chunk {expected} is missing")
+
+    async def _chunks_in_range(
+        self, info: FileInfo, first: int, last: int, batch: int
+    ) -> AsyncGenerator[tuple[Any, Any, Any], None]:
+        """``(n, _id, data)`` of chunks ``first..last`` by one cursor, ``batch`` per reply."""
+        cursor = self.chunks.find(
+            {"files_id": info.id, "n": {"$gte": first, "$lte": last}},
+            {"_id": 1, "n": 1, "data": 1},
+            sort=[("n", ASCENDING)],
+            batch_size=batch,
+        )
+        try:
+            async for chunk in cursor:
+                yield chunk.get("n"), chunk.get("_id"), chunk.get("data")
         finally:
             await cursor.close()
-        if expected <= last:
-            raise CorruptFile(f"file {info.id}: chunk {expected} is missing")
+
+    async def _chunks_by_id(
+        self, info: FileInfo, first: int, last: int, known: list[Any]
+    ) -> AsyncGenerator[tuple[Any, Any, Any], None]:
+        """``(n, _id, data)`` of chunks ``first..last`` fetched by their known ``_id``s. A chunk
+        that is not where the locator said (gone, or not this file's chunk ``n``) makes the
+        rest be read by range (which teaches the locator the chunks' current ids)."""
+        for n, chunk_id in enumerate(known, start=first):
+            chunk = await self.chunks.find_one(
+                {"_id": chunk_id}, {"files_id": 1, "n": 1, "data": 1}
+            )
+            if chunk is None or chunk.get("files_id") != info.id or chunk.get("n") != n:
+                batch = max(1, self.read_ahead // info.chunk_size)
+                async for found in self._chunks_in_range(info, n, last, batch):
+                    yield found
+                return
+            yield n, chunk_id, chunk.get("data")
+
+    async def _check_still_stored(self, info: FileInfo) -> None:
+        """Raises FileNotFound if ``info``'s file document is gone (deleted after it was
+        resolved, or served from the cache): before the first byte, that is a 404."""
+        self.file_cache.forget(info.id)
+        try:
+            doc = await self.files.find_one({"_id": info.id}, {"_id": 1})
+        except PyMongoError as exc:
+            raise StorageUnavailable(str(exc)) from exc
+        if doc is None:
+            self.locator.forget(info.id)
+            raise FileNotFound(str(info.id))
 
     async def list(
         self, prefix: str = "", limit: int = 100, after: str = ""
@@ -232,7 +315,7 @@ class GridFSStorage(Storage):
                 if found >= limit:
                     break
             await cursor.close()
-        except ConnectionFailure as exc:
+        except PyMongoError as exc:
             raise StorageUnavailable(str(exc)) from exc
 
     async def ping(self) -> None:
@@ -330,10 +413,12 @@ class GridFSStorage(Storage):
         log.error("gave up deleting the orphan chunks of %s", file_id)
 
     async def delete(self, info: FileInfo) -> None:
+        self.file_cache.forget(info.id)
+        self.locator.forget(info.id)
         try:
             result = await self.files.delete_one({"_id": info.id})
             await self.chunks.delete_many({"files_id": info.id})
-        except ConnectionFailure as exc:
+        except PyMongoError as exc:
             raise StorageUnavailable(str(exc)) from exc
         if result.deleted_count == 0:
             raise FileNotFound(str(info.id))
