@@ -13,7 +13,7 @@ from bson import ObjectId
 from pymongo import AsyncMongoClient, monitoring
 
 from gridserve.storage import CorruptFile, FileNotFound, InvalidKey
-from gridserve.storage.gridfs import GridFSStorage
+from gridserve.storage.gridfs import GridFSStorage, point_read_filter
 from tests.test_storage_contract import pieces, read_all
 
 
@@ -199,3 +199,20 @@ async def test_file_documents_by_id_are_reused_for_their_cache_time(
     for _ in range(3):
         await uncached.resolve(str(other.id))
     assert len(log.finds("fs.files")) == 3
+
+
+def test_point_reads_name_the_shard_key_only_on_a_sharded_cluster() -> None:
+    chunk_id, file_id = ObjectId(), ObjectId()
+    assert point_read_filter(chunk_id, file_id, 7, sharded=False) == {"_id": chunk_id}
+    assert point_read_filter(chunk_id, file_id, 7, sharded=True) == {
+        "_id": chunk_id,
+        "files_id": file_id,
+        "n": 7,
+    }
+
+
+async def test_the_storage_sees_the_topology_the_driver_sees(async_db: Any) -> None:
+    await async_db.command("ping")
+    kind = async_db.client.topology_description.topology_type_name
+    assert kind in {"Single", "ReplicaSetWithPrimary", "Sharded", "LoadBalanced"}
+    assert GridFSStorage(async_db)._sharded() == (kind == "Sharded")

@@ -4,7 +4,8 @@ Reads go straight to ``<bucket>.files`` and ``<bucket>.chunks`` rather than thro
 ``AsyncGridOut``: one query for the file document, and for a byte range one cursor over exactly
 the chunks ``start // chunkSize .. (stop - 1) // chunkSize``, so a seek to 90% costs what a
 seek to 0 does (with the ``files_id_1_n_1`` index every driver creates). The cursor's batch
-size is the read-ahead: at most ``read_ahead`` bytes of one response are held in memory.
+size is the read-ahead (``read_ahead`` bytes per reply), and a task iterates it one chunk ahead
+of the handler, so the next reply is on its way while the client receives the last one.
 
 Writes follow the GridFS spec: chunks first, the file document last (so no reader sees a file
 before all its chunks exist), and on any failure the chunks written so far are deleted.
@@ -89,6 +90,16 @@ def file_info_from_document(doc: Mapping[str, Any]) -> FileInfo:
     )
 
 
+def point_read_filter(chunk_id: Any, file_id: Any, n: int, *, sharded: bool) -> dict[str, Any]:
+    """The filter that fetches one chunk by its ``_id``. On a sharded cluster it also names
+    ``files_id`` and ``n`` (the shard key GridFS chunks are sharded on), so mongos asks one
+    shard instead of all; elsewhere ``_id`` alone, the one filter FerretDB's SQLite backend
+    hands to SQLite instead of scanning the collection."""
+    if sharded:
+        return {"_id": chunk_id, "files_id": file_id, "n": n}
+    return {"_id": chunk_id}
+
+
 class GridFSStorage(Storage):
     """Files in a GridFS bucket.
 
@@ -98,8 +109,8 @@ class GridFSStorage(Storage):
 
     Reading costs, per request: one query for the file document unless it was resolved by id
     in the last ``file_cache_seconds`` (0 disables that cache); then one cursor over the
-    chunks of the range, ``read_ahead`` bytes per reply, fetched one reply ahead of the
-    client (so at most about ``2 * read_ahead`` per stream is held). A range of fewer than
+    chunks of the range, ``read_ahead`` bytes per reply, iterated one chunk ahead of the
+    client (so a stream holds at most about ``read_ahead`` plus two chunks). A range of fewer than
     ``point_read_chunks`` chunks whose chunk ids were seen before is fetched by ``_id``
     instead (see :mod:`gridserve.storage.lookups`); ``locator_chunks`` bounds how many ids are
     remembered (0 disables it).
@@ -221,10 +232,12 @@ class GridFSStorage(Storage):
         )
         expected = first
         try:
-            async with aclosing(read_ahead(fetched, batch)) as chunks:
+            # One chunk queued: enough to overlap the fetch with the send (measured: a
+            # deeper queue adds memory per stream, not throughput).
+            async with aclosing(read_ahead(fetched, 1)) as chunks:
                 async for n, chunk_id, data in chunks:
                     if n != expected or not isinstance(data, bytes):
-                        if n == first:
+                        if expected == first:  # nothing sent yet: deleted is a 404
                             await self._check_still_stored(info)
                         raise CorruptFile(f"file {info.id}: chunk {expected} is missing")
                     want = size if n < last_n else length - size * last_n
@@ -268,7 +281,8 @@ class GridFSStorage(Storage):
         rest be read by range (which teaches the locator the chunks' current ids)."""
         for n, chunk_id in enumerate(known, start=first):
             chunk = await self.chunks.find_one(
-                {"_id": chunk_id}, {"files_id": 1, "n": 1, "data": 1}
+                point_read_filter(chunk_id, info.id, n, sharded=self._sharded()),
+                {"files_id": 1, "n": 1, "data": 1},
             )
             if chunk is None or chunk.get("files_id") != info.id or chunk.get("n") != n:
                 batch = max(1, self.read_ahead // info.chunk_size)
@@ -276,6 +290,12 @@ class GridFSStorage(Storage):
                     yield found
                 return
             yield n, chunk_id, chunk.get("data")
+
+    def _sharded(self) -> bool:
+        """Whether the client talks to a sharded cluster (mongos), as far as it knows."""
+        client = getattr(self.database, "client", None)
+        topology = getattr(client, "topology_description", None)
+        return getattr(topology, "topology_type_name", "") == "Sharded"
 
     async def _check_still_stored(self, info: FileInfo) -> None:
         """Raises FileNotFound if ``info``'s file document is gone (deleted after it was
