@@ -18,8 +18,7 @@ from tests.test_storage_contract import pieces, read_all
 
 
 async def test_aborted_save_leaves_no_orphan_chunks(async_db: Any) -> None:
-    storage = GridFSStorage(async_db)
-    storage.chunk_size = 1000
+    storage = GridFSStorage(async_db, chunk_size=1000, insert_batch=2000)
 
     async def failing() -> AsyncIterator[bytes]:
         yield b"x" * 5500
@@ -216,3 +215,14 @@ async def test_the_storage_sees_the_topology_the_driver_sees(async_db: Any) -> N
     kind = async_db.client.topology_description.topology_type_name
     assert kind in {"Single", "ReplicaSetWithPrimary", "Sharded", "LoadBalanced"}
     assert GridFSStorage(async_db)._sharded() == (kind == "Sharded")
+
+
+async def test_uploads_insert_their_chunks_in_batches(watched: tuple[Any, CommandLog]) -> None:
+    db, log = watched
+    storage = GridFSStorage(db, chunk_size=1000, insert_batch=4000)
+    data = os.urandom(9500)
+    log.commands.clear()
+    info = await storage.save("a.bin", pieces(data))
+    inserts = [len(c["documents"]) for c in log.commands if c.get("insert") == "fs.chunks"]
+    assert inserts == [4, 4, 2]
+    assert await read_all(storage, info) == data

@@ -47,6 +47,7 @@ DEFAULT_CHUNK_SIZE = 255 * 1024
 DEFAULT_READ_AHEAD = 512 * 1024  # per stream: bounds what a slow client makes us hold
 DEFAULT_FILE_CACHE_SECONDS = 5.0
 DEFAULT_POINT_READ_CHUNKS = 8
+DEFAULT_INSERT_BATCH = 2 * 1024 * 1024  # per upload: chunks held for one insert_many
 ORPHAN_RETRY_SECONDS = 600.0
 log = logging.getLogger("gridserve.storage")
 _FILE_FIELDS = {
@@ -114,6 +115,9 @@ class GridFSStorage(Storage):
     ``point_read_chunks`` chunks whose chunk ids were seen before is fetched by ``_id``
     instead (see :mod:`gridserve.storage.lookups`); ``locator_chunks`` bounds how many ids are
     remembered (0 disables it).
+
+    Uploads insert their chunks ``insert_batch`` bytes at a time (one ``insert_many``), the
+    file document last.
     """
 
     def __init__(
@@ -127,6 +131,7 @@ class GridFSStorage(Storage):
         file_cache_seconds: float = DEFAULT_FILE_CACHE_SECONDS,
         point_read_chunks: int = DEFAULT_POINT_READ_CHUNKS,
         locator_chunks: int = 100_000,
+        insert_batch: int = DEFAULT_INSERT_BATCH,
     ) -> None:
         self.database = database
         self.bucket = bucket
@@ -140,6 +145,7 @@ class GridFSStorage(Storage):
         self.file_cache: FileDocumentCache[FileInfo] = FileDocumentCache(file_cache_seconds)
         self.locator = ChunkLocator(locator_chunks)
         self.point_read_chunks = point_read_chunks
+        self.insert_batch = insert_batch
 
     @classmethod
     def from_uri(
@@ -369,6 +375,8 @@ class GridFSStorage(Storage):
         md5, sha256 = hashlib.md5(usedforsecurity=False), hashlib.sha256()
         buffer = bytearray()
         length = n = 0
+        pending: list[dict[str, Any]] = []  # chunks inserted together, one round trip
+        batch = max(1, self.insert_batch // size)
         try:
             await self._ensure_indexes()
             async for piece in chunks:
@@ -377,13 +385,16 @@ class GridFSStorage(Storage):
                 length += len(piece)
                 buffer += piece
                 while len(buffer) >= size:
-                    await self.chunks.insert_one(
-                        {"files_id": file_id, "n": n, "data": bytes(buffer[:size])}
-                    )
+                    pending.append({"files_id": file_id, "n": n, "data": bytes(buffer[:size])})
                     del buffer[:size]
                     n += 1
+                    if len(pending) >= batch:
+                        await self.chunks.insert_many(pending, ordered=True)
+                        pending = []
             if buffer:
-                await self.chunks.insert_one({"files_id": file_id, "n": n, "data": bytes(buffer)})
+                pending.append({"files_id": file_id, "n": n, "data": bytes(buffer)})
+            if pending:
+                await self.chunks.insert_many(pending, ordered=True)
             meta = dict(metadata or {})
             meta["sha256"] = sha256.hexdigest()
             doc: dict[str, Any] = {
