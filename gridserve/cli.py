@@ -354,6 +354,7 @@ async def _serve_forever(
         log.warning("shutdown timeout: aborting %d request(s)", tracker.active)
     await server.close_all_connections()
     await storage.close()
+    tracker.close_abandoned()
     log.info("stopped")
     return 0
 

@@ -7,12 +7,15 @@ import json
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import gridfs
+import pymongo
 import pytest
 import requests
 
@@ -275,3 +278,30 @@ def test_usage_errors_exit_2(args: list[str], tmp_path: Path) -> None:
     )
     assert result.returncode == 2, result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_a_client_gone_before_the_first_byte_is_logged_499_at_shutdown(
+    tmp_path: Path, daemons: list[Daemon]
+) -> None:
+    database = FerretDB(ferretdb_binary())
+    database.start()
+    try:
+        client: pymongo.MongoClient[dict[str, object]] = pymongo.MongoClient(database.uri)
+        file_id = gridfs.GridFSBucket(client["media"]).upload_from_stream("clip.webm", b"x" * 1000)
+        client.close()
+        daemon = Daemon("--storage", database.uri + "media")
+        daemons.append(daemon)
+        assert requests.get(daemon.url(f"/fs/{file_id}"), timeout=10).status_code == 200
+        database.stop()
+        # The file document comes from the cache; the chunks now wait for the database ...
+        with socket.create_connection(("127.0.0.1", daemon.port)) as sock:
+            sock.sendall(f"GET /fs/{file_id} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+            time.sleep(0.5)
+        time.sleep(0.3)  # ... and the client is gone when the shutdown comes.
+        code, stderr = daemon.stop()
+        assert code == 0, stderr
+        # Before: Tornado answered the handler the shutdown cancelled with a logged 500.
+        assert re.search(rf" 499 GET /fs/{file_id} ", stderr), stderr
+        assert " 500 " not in stderr and "Traceback" not in stderr, stderr
+    finally:
+        database.cleanup()

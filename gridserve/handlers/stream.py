@@ -117,7 +117,8 @@ class StorageRequestHandler(tornado.web.RequestHandler):
             self.metrics.requests.labels(self.request.method, str(self.get_status())).inc()
 
     def on_connection_close(self) -> None:
-        self._untrack()
+        if self._tracker is not None:
+            self._tracker.abandoned(self)
         super().on_connection_close()
 
     def set_default_headers(self) -> None:
