@@ -17,7 +17,9 @@ Override points of :class:`Storage`, what each receives and returns:
     Yields the bytes ``start <= i < stop`` of the file, in order, reading only what that
     range needs, with bounded read-ahead. Raises :class:`CorruptFile` if the stored data does
     not match ``info`` (missing or short chunk), :class:`StorageUnavailable` if the backend goes
-    away. The consumer may stop early; it must then close the iterator (``aclosing``).
+    away, and may raise :class:`FileNotFound` before the first byte for a file deleted since it
+    was resolved (the handler then answers 404). The consumer may stop early; it must then
+    close the iterator (``aclosing``).
 
 ``save(name, chunks, *, content_type=None, metadata=None) -> FileInfo``
     Stores a new file (a new revision when the name exists) from an async iterable of
@@ -35,6 +37,7 @@ Override points of :class:`Storage`, what each receives and returns:
 from __future__ import annotations
 
 import abc
+import hashlib
 from collections.abc import AsyncGenerator, AsyncIterable, AsyncIterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -97,6 +100,29 @@ class FileInfo:
     @cached_property
     def last_modified(self) -> datetime:
         return http_seconds(self.upload_date)
+
+
+class UploadDigests:
+    """The MD5 and SHA-256 of an upload, updated as its pieces stream through: what every
+    backend stores with a new file (``md5`` for the ETag, ``sha256`` in its metadata)."""
+
+    __slots__ = ("_md5", "_sha256")
+
+    def __init__(self) -> None:
+        self._md5 = hashlib.md5(usedforsecurity=False)
+        self._sha256 = hashlib.sha256()
+
+    def update(self, piece: bytes) -> None:
+        self._md5.update(piece)
+        self._sha256.update(piece)
+
+    @property
+    def md5(self) -> str:
+        return self._md5.hexdigest()
+
+    @property
+    def sha256(self) -> str:
+        return self._sha256.hexdigest()
 
 
 def check_key(key: str) -> str:

@@ -14,7 +14,6 @@ before all its chunks exist), and on any failure the chunks written so far are d
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import logging
 import math
 import re
@@ -36,6 +35,7 @@ from gridserve.storage.base import (
     InvalidKey,
     Storage,
     StorageUnavailable,
+    UploadDigests,
     check_key,
     stored_content_type,
     utc,
@@ -227,31 +227,27 @@ class GridFSStorage(Storage):
             raise CorruptFile(f"file {info.id}: chunkSize {size}")
         last_n = math.ceil(length / size) - 1
         first, last = start // size, (stop - 1) // size
-        batch = max(1, self.read_ahead // size)
         known = None
         if last - first < self.point_read_chunks:
             known = self.locator.locate(info.id, first, last)
         fetched = (
             self._chunks_by_id(info, first, last, known)
             if known is not None
-            else self._chunks_in_range(info, first, last, batch)
+            else self._chunks_in_range(info, first, last)
         )
         expected = first
         try:
             # One chunk queued: enough to overlap the fetch with the send (measured: a
             # deeper queue adds memory per stream, not throughput).
             async with aclosing(read_ahead(fetched, 1)) as chunks:
-                async for n, chunk_id, data in chunks:
+                async for n, data in chunks:
                     if n != expected or not isinstance(data, bytes):
-                        if expected == first:  # nothing sent yet: deleted is a 404
-                            await self._check_still_stored(info)
-                        raise CorruptFile(f"file {info.id}: chunk {expected} is missing")
+                        break  # chunk `expected` is missing: see below
                     want = size if n < last_n else length - size * last_n
                     if len(data) != want:
                         raise CorruptFile(
                             f"file {info.id}: chunk {n} has {len(data)} bytes, expected {want}"
                         )
-                    self.locator.learn(info.id, n, chunk_id)
                     lo = start - n * size if n == first else 0
                     hi = stop - n * size if n == last else want
                     yield data if lo == 0 and hi == want else data[lo:hi]
@@ -259,43 +255,47 @@ class GridFSStorage(Storage):
         except PyMongoError as exc:
             raise StorageUnavailable(str(exc)) from exc
         if expected <= last:
-            if expected == first:
+            if expected == first:  # nothing sent yet: a file deleted meanwhile is a 404
                 await self._check_still_stored(info)
             raise CorruptFile(f"file {info.id}: chunk {expected} is missing")
 
     async def _chunks_in_range(
-        self, info: FileInfo, first: int, last: int, batch: int
-    ) -> AsyncGenerator[tuple[Any, Any, Any], None]:
-        """``(n, _id, data)`` of chunks ``first..last`` by one cursor, ``batch`` per reply."""
+        self, info: FileInfo, first: int, last: int
+    ) -> AsyncGenerator[tuple[Any, Any], None]:
+        """``(n, data)`` of chunks ``first..last`` by one cursor, ``read_ahead`` bytes per
+        reply; the locator learns each chunk's ``_id``."""
         cursor = self.chunks.find(
             {"files_id": info.id, "n": {"$gte": first, "$lte": last}},
             {"_id": 1, "n": 1, "data": 1},
             sort=[("n", ASCENDING)],
-            batch_size=batch,
+            batch_size=max(1, self.read_ahead // info.chunk_size),
         )
         try:
             async for chunk in cursor:
-                yield chunk.get("n"), chunk.get("_id"), chunk.get("data")
+                n = chunk.get("n")
+                if isinstance(n, int):
+                    self.locator.learn(info.id, n, chunk["_id"])
+                yield n, chunk.get("data")
         finally:
             await cursor.close()
 
     async def _chunks_by_id(
         self, info: FileInfo, first: int, last: int, known: list[Any]
-    ) -> AsyncGenerator[tuple[Any, Any, Any], None]:
-        """``(n, _id, data)`` of chunks ``first..last`` fetched by their known ``_id``s. A chunk
+    ) -> AsyncGenerator[tuple[Any, Any], None]:
+        """``(n, data)`` of chunks ``first..last`` fetched by their known ``_id``s. A chunk
         that is not where the locator said (gone, or not this file's chunk ``n``) makes the
         rest be read by range (which teaches the locator the chunks' current ids)."""
+        sharded = self._sharded()
         for n, chunk_id in enumerate(known, start=first):
             chunk = await self.chunks.find_one(
-                point_read_filter(chunk_id, info.id, n, sharded=self._sharded()),
+                point_read_filter(chunk_id, info.id, n, sharded=sharded),
                 {"files_id": 1, "n": 1, "data": 1},
             )
             if chunk is None or chunk.get("files_id") != info.id or chunk.get("n") != n:
-                batch = max(1, self.read_ahead // info.chunk_size)
-                async for found in self._chunks_in_range(info, n, last, batch):
+                async for found in self._chunks_in_range(info, n, last):
                     yield found
                 return
-            yield n, chunk_id, chunk.get("data")
+            yield n, chunk.get("data")
 
     def _sharded(self) -> bool:
         """Whether the client talks to a sharded cluster (mongos), as far as it knows."""
@@ -372,7 +372,7 @@ class GridFSStorage(Storage):
             raise InvalidKey("a filename must not look like an ObjectId")
         file_id = ObjectId()
         size = self.chunk_size
-        md5, sha256 = hashlib.md5(usedforsecurity=False), hashlib.sha256()
+        digests = UploadDigests()
         buffer = bytearray()
         length = n = 0
         pending: list[dict[str, Any]] = []  # chunks inserted together, one round trip
@@ -380,8 +380,7 @@ class GridFSStorage(Storage):
         try:
             await self._ensure_indexes()
             async for piece in chunks:
-                md5.update(piece)
-                sha256.update(piece)
+                digests.update(piece)
                 length += len(piece)
                 buffer += piece
                 while len(buffer) >= size:
@@ -396,14 +395,14 @@ class GridFSStorage(Storage):
             if pending:
                 await self.chunks.insert_many(pending, ordered=True)
             meta = dict(metadata or {})
-            meta["sha256"] = sha256.hexdigest()
+            meta["sha256"] = digests.sha256
             doc: dict[str, Any] = {
                 "_id": file_id,
                 "filename": name,
                 "length": length,
                 "chunkSize": size,
                 "uploadDate": datetime.now(timezone.utc),
-                "md5": md5.hexdigest(),
+                "md5": digests.md5,
                 "metadata": meta,
             }
             if content_type:

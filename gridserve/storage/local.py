@@ -22,7 +22,6 @@ from __future__ import annotations
 import asyncio
 import builtins
 import contextlib
-import hashlib
 import json
 import os
 import stat
@@ -39,6 +38,7 @@ from gridserve.storage.base import (
     InvalidKey,
     Storage,
     StorageUnavailable,
+    UploadDigests,
     check_key,
     stored_content_type,
 )
@@ -235,12 +235,11 @@ class LocalStorage(Storage):
         target = self._content_path(relative)
         fd, tmp_name = tempfile.mkstemp(dir=self.state / "tmp", prefix="upload-")
         tmp = Path(tmp_name)
-        md5, sha256 = hashlib.md5(usedforsecurity=False), hashlib.sha256()
+        digests = UploadDigests()
         try:
             with os.fdopen(fd, "wb") as out:
                 async for piece in chunks:
-                    md5.update(piece)
-                    sha256.update(piece)
+                    digests.update(piece)
                     await self._io(out.write, piece)
                 await self._io(out.flush)
                 await asyncio.to_thread(os.fsync, out.fileno())  # always: fsync can take long
@@ -251,8 +250,8 @@ class LocalStorage(Storage):
                 relative,
                 {
                     "contentType": content_type,
-                    "md5": md5.hexdigest(),
-                    "metadata": {**(metadata or {}), "sha256": sha256.hexdigest()},
+                    "md5": digests.md5,
+                    "metadata": {**(metadata or {}), "sha256": digests.sha256},
                 },
             )
         except BaseException:

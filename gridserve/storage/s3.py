@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import builtins
 import contextlib
-import hashlib
 import json
 from collections.abc import AsyncGenerator, AsyncIterable, AsyncIterator, Mapping
 from datetime import datetime
@@ -33,6 +32,7 @@ from gridserve.storage.base import (
     FileNotFound,
     Storage,
     StorageUnavailable,
+    UploadDigests,
     check_key,
     stored_content_type,
     utc,
@@ -256,7 +256,7 @@ class S3Storage(Storage):
     ) -> FileInfo:
         object_key = self._object_key(name)
         s3 = await self._s3()
-        md5, sha256 = hashlib.md5(usedforsecurity=False), hashlib.sha256()
+        digests = UploadDigests()
         common: dict[str, Any] = {"Bucket": self.bucket, "Key": object_key}
         if content_type and is_valid_media_type(content_type):  # it travels as a header
             common["ContentType"] = content_type
@@ -266,8 +266,7 @@ class S3Storage(Storage):
         parts: list[dict[str, Any]] = []
         try:
             async for piece in chunks:
-                md5.update(piece)
-                sha256.update(piece)
+                digests.update(piece)
                 buffer += piece
                 while len(buffer) >= self.part_size:
                     if upload_id is None:
@@ -275,7 +274,7 @@ class S3Storage(Storage):
                         upload_id = created["UploadId"]
                     await self._upload_part(s3, object_key, upload_id, parts, buffer)
             if upload_id is None:
-                user_metadata.update(md5=md5.hexdigest(), sha256=sha256.hexdigest())
+                user_metadata.update(md5=digests.md5, sha256=digests.sha256)
                 await s3.put_object(**common, Body=bytes(buffer), Metadata=user_metadata)
             else:
                 if buffer:
