@@ -121,8 +121,9 @@ def running(server: Server) -> Iterator[Server]:
 # One database per dataset: FerretDB's SQLite backend scans whole collections.
 
 
-def seed(uri: str, prefix: str, disk: Path) -> None:
-    """Stores the same files in GridFS (database ``<prefix>_<dataset>``) and under ``disk``."""
+def seed(uri: str, prefix: str, disk: Path, large: int = LARGE) -> None:
+    """Stores the same files in GridFS (database ``<prefix>_<dataset>``) and under ``disk``;
+    ``large`` is the size of ``large.bin``."""
     import gridfs
     import pymongo
 
@@ -133,7 +134,7 @@ def seed(uri: str, prefix: str, disk: Path) -> None:
         return gridfs.GridFSBucket(client[f"{prefix}_{dataset}"], chunk_size_bytes=CHUNK)
 
     files: dict[str, list[tuple[str, bytes]]] = {
-        "large": [("large.bin", os.urandom(LARGE))],
+        "large": [("large.bin", os.urandom(large))],
         "small": [(f"small/{i}.bin", os.urandom(SMALL)) for i in range(SMALL_COUNT)],
         "media": [(f"media/{i}.bin", os.urandom(MEDIA)) for i in range(MEDIA_COUNT)],
         "medium": [("medium.bin", os.urandom(MEDIUM))],

@@ -117,3 +117,40 @@ def wait_until_up(
             client.close()
         time.sleep(0.1)
     raise TestDatabaseError(f"the test database at {uri} did not answer: {last_error}")
+
+
+def bench_database_launcher() -> str:
+    """The cached launcher of the fast benchmark database (scripts/build-bench-db)."""
+    return provisioned("GRIDSERVE_BENCHDB", "build-bench-db")
+
+
+class FastDatabase:
+    """mongo-java-server in memory (scripts/build-bench-db): a MongoDB stand-in fast enough that
+    a server in front of it, not the database, is what a benchmark measures. For speed figures
+    only; its known quirks: it answers a query without a batch size in one reply, uses only
+    exact matches on a unique index, and ignores ``$gt`` beside ``$regex`` on one field."""
+
+    def __init__(self, launcher: str) -> None:
+        self.launcher = launcher
+        self.port = free_port()
+        self.process: subprocess.Popen[bytes] | None = None
+        self.log_path = Path(tempfile.mkstemp(prefix="gridserve-benchdb-", suffix=".log")[1])
+
+    @property
+    def uri(self) -> str:
+        return f"mongodb://127.0.0.1:{self.port}/"
+
+    def start(self) -> None:
+        with open(self.log_path, "ab") as log:
+            self.process = subprocess.Popen(
+                [self.launcher, str(self.port)], stdout=log, stderr=subprocess.STDOUT
+            )
+        wait_until_up(self.uri, self.process, self.log_path)
+
+    def stop(self) -> None:
+        stop_process(self.process)
+        self.process = None
+
+    def cleanup(self) -> None:
+        self.stop()
+        self.log_path.unlink(missing_ok=True)
