@@ -67,9 +67,10 @@ class S3Proxy:
                     f"s3proxy exited with {self.process.returncode}:\n{log_path.read_text()}"
                 )
             try:
-                requests.get(self.endpoint, timeout=1)
+                requests.get(self.endpoint, timeout=5)
                 return
-            except requests.ConnectionError:
+            except (requests.ConnectionError, requests.Timeout):
+                # A JVM starting on a busy machine may accept before it can answer.
                 time.sleep(0.2)
         raise TestDatabaseError(f"s3proxy did not answer at {self.endpoint}")
 
