@@ -8,7 +8,7 @@ from typing import Any
 
 import tornado.web
 
-from gridserve.acl import ACL
+from gridserve.acl import ACL, SigningKeys
 from gridserve.handlers.files import FilesHandler
 from gridserve.handlers.ops import HealthHandler, MetricsHandler, ReadyHandler
 from gridserve.handlers.ui import ui_routes
@@ -59,7 +59,7 @@ def make_app(
     combined_access_log: bool = False,
     ui: bool = False,
     ui_uploads: bool = False,
-    signing_key: str | bytes | None = None,
+    signing_key: SigningKeys | None = None,
     **settings: Any,
 ) -> tornado.web.Application:
     """An application serving ``storage`` under ``prefix``: read, list, upload, delete (see

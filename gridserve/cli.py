@@ -101,6 +101,7 @@ def _add_settings(parser: argparse.ArgumentParser, settings: tuple[Setting, ...]
         parser.add_argument(
             setting.flag,
             dest=setting.name,
+            action="append" if setting.multiple else "store",
             default=None,
             metavar=setting.metavar or setting.name.upper(),
             help=f"{setting.help} [{setting.env}{default}]",

@@ -84,6 +84,11 @@ def _positive(text: str) -> int:
     return value
 
 
+def _lines(text: str) -> tuple[str, ...]:
+    """Several values, one per line (a repeated flag, a TOML array, an env var's lines)."""
+    return tuple(line for line in text.split("\n") if line)
+
+
 def _port(text: str) -> int:
     value = int(text)
     if not 0 <= value <= 65535:
@@ -99,6 +104,7 @@ class Setting:
     help: str
     secret: bool = False
     metavar: str | None = None
+    multiple: bool = False  # the flag may repeat, TOML takes an array, env one per line
 
     @property
     def flag(self) -> str:
@@ -156,7 +162,15 @@ SERVE_SETTINGS = (
         metavar="ORIGIN",
     ),
     Setting("upload_token", None, str, "bearer token that allows uploads and deletes", True),
-    Setting("signing_key", None, str, "key for signed URLs (gridserve sign)", True),
+    Setting(
+        "signing_key",
+        None,
+        _lines,
+        "key for signed URLs (gridserve sign); give it twice to rotate: the first signs, both "
+        "verify",
+        True,
+        multiple=True,
+    ),
     Setting("require_signed_reads", False, parse_bool, "reads need a signed URL"),
     Setting(
         "max_upload_size", None, parse_size, "largest upload accepted, e.g. 2G", metavar="SIZE"
@@ -221,6 +235,8 @@ def resolve_settings(
         else:
             values[setting.name] = setting.default
             continue
+        if isinstance(raw, list) and setting.multiple:
+            raw = "\n".join(str(item) for item in raw)
         try:
             text = str(raw).lower() if isinstance(raw, bool) else str(raw)
             values[setting.name] = setting.convert(text)

@@ -29,15 +29,24 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import json
 import logging
+import time
 from collections.abc import AsyncIterator
 from typing import Any
 from urllib.parse import quote
 
 import tornado.web
 
-from gridserve.acl import ACL, Action, sign_path
+from gridserve.acl import (
+    ACL,
+    Action,
+    SigningKeys,
+    sign_path,
+    signed_expiry,
+    upload_size_limit,
+)
 from gridserve.handlers.stream import DEFAULT_SEND_TIMEOUT, GridFSHandler
 from gridserve.mediatypes import choose_content_type
 from gridserve.multipart import MultipartError, MultipartReader
@@ -122,7 +131,7 @@ class FilesHandler(GridFSHandler):
         upload_policy: UploadPolicy | None = None,
         prefix: str = "/fs",
         send_timeout: float = DEFAULT_SEND_TIMEOUT,
-        signing_key: str | bytes | None = None,
+        signing_key: SigningKeys | None = None,
         send_buffer: int | None = None,
     ) -> None:
         super().initialize(
@@ -150,13 +159,14 @@ class FilesHandler(GridFSHandler):
             return
         if method in ("GET", "HEAD"):
             if key == "" or key.endswith("/"):
-                await self.authorize("list", self.get_query_argument("prefix", key))
+                await self._authorize_list(key)
                 return
             await super().prepare()
             return
         if method == "DELETE":
-            await super().prepare()  # resolves; the read ACL does not apply to a delete
+            await super().prepare()  # resolves; asks the ACL for "delete" (lookup_action)
             return
+        self._limit_to_signed_size()
         self._check_declared_size()
         try:
             if method == "PUT":
@@ -166,11 +176,31 @@ class FilesHandler(GridFSHandler):
         except Rejected as exc:
             raise tornado.web.HTTPError(exc.status, reason=exc.reason) from None
 
-    async def authorize_read(self) -> None:
-        action: Action = "delete" if self.request.method == "DELETE" else "read"
-        await self.authorize(action, self.file_info)
+    def lookup_action(self) -> Action:
+        return "delete" if self.request.method == "DELETE" else "read"
+
+    def _limit_to_signed_size(self) -> None:
+        """A scoped upload URL (``max-size=N``, signed) caps this request's upload at N bytes
+        (and the server's own limit still applies)."""
+        try:
+            signed_limit = upload_size_limit(self.request)
+        except ValueError as exc:
+            raise tornado.web.HTTPError(400, reason=str(exc)) from None
+        if signed_limit is None:
+            return
+        limit = self.upload_policy.max_size
+        limit = signed_limit if limit is None else min(limit, signed_limit)
+        self.upload_policy = dataclasses.replace(self.upload_policy, max_size=limit)
 
     # -- listing -------------------------------------------------------------------------
+
+    async def _authorize_list(self, directory: str) -> None:
+        """Asks the ACL for ``list`` of the effective prefix. A signed listing never reaches
+        outside the signed path: its ``prefix`` parameter must lie within that directory."""
+        prefix = self.get_query_argument("prefix", directory)
+        if "sig" in self.request.query_arguments and not prefix.startswith(directory):
+            raise tornado.web.HTTPError(403, reason="A signed listing stays within its path")
+        await self.authorize("list", prefix)
 
     async def get(self, path: str, include_body: bool = True) -> None:
         if path == "" or path.endswith("/"):
@@ -202,10 +232,15 @@ class FilesHandler(GridFSHandler):
 
     def describe(self, info: FileInfo) -> dict[str, Any]:
         """The JSON description of a stored file (listings and upload answers); its ``url`` is
-        signed for an hour when the handler has a signing key."""
+        signed for an hour when the handler has a signing key, and never longer than the signature
+        of the request itself (a signed listing hands out nothing that outlives it)."""
         described = describe_file(info, self.url_prefix)
         if self.signing_key:
-            described["url"] = sign_path(self.signing_key, described["url"], LISTED_URL_TTL)
+            expires = int(time.time()) + LISTED_URL_TTL
+            signed_until = signed_expiry(self.request)
+            if signed_until is not None:  # never outlive the signature that admitted us
+                expires = min(expires, signed_until)
+            described["url"] = sign_path(self.signing_key, described["url"], expires=expires)
         return described
 
     # -- delete --------------------------------------------------------------------------

@@ -20,6 +20,8 @@ after the file is resolved):
     The ETag header value (default: from the stored MD5 or digest, never by reading content).
 ``get_modified_time() -> datetime``
     Last-Modified (default: the upload date, whole seconds).
+``lookup_action() -> Action``
+    The ACL action asked for the file, or for the requested name on a miss (``read``).
 ``get_content_type() -> str``
     Content-Type (default: stored type, else by extension, else application/octet-stream).
 ``get_cache_time(path, modified, mime_type) -> int``
@@ -53,7 +55,7 @@ import tornado.web
 from tornado.iostream import StreamClosedError
 
 from gridserve import ranges, validators
-from gridserve.acl import ACL, Action, AllowReads, has_credentials, is_allowed
+from gridserve.acl import ACL, Action, AllowReads, Refused, has_credentials, is_allowed
 from gridserve.mediatypes import choose_content_type, content_disposition, is_passive
 from gridserve.metrics import Metrics
 from gridserve.storage.base import (
@@ -215,18 +217,30 @@ class GridFSHandler(StorageRequestHandler, tornado.web.StaticFileHandler):
             else:
                 with self.metrics.timed("resolve"):
                     self.file_info = await self.resolve_file(key, revision)
-        except (FileNotFound, InvalidKey, StorageUnavailable) as exc:
+        except (FileNotFound, InvalidKey) as exc:
+            # The policy decides a miss too: whom it refuses learns nothing of what exists.
+            await self.authorize(self.lookup_action(), key)
+            raise self.storage_http_error(exc) from None
+        except StorageUnavailable as exc:
             raise self.storage_http_error(exc) from None
         await self.authorize_read()
 
+    def lookup_action(self) -> Action:
+        """The ACL action of a request that looks a file up (``read``)."""
+        return "read"
+
     async def authorize_read(self) -> None:
-        """Runs the ACL for the resolved file (action ``read``)."""
-        await self.authorize("read", self.file_info)
+        """Runs the ACL for the resolved file (action :meth:`lookup_action`)."""
+        await self.authorize(self.lookup_action(), self.file_info)
 
     async def authorize(self, action: Action, target: Any) -> None:
-        """Raises 401 (no credentials given) or 403 unless the ACL allows ``action``."""
-        if await is_allowed(self.acl, self.request, action, target):
-            return
+        """Raises 401 (no credentials given) or 403 unless the ACL allows ``action``, or the
+        status and reason of a :class:`~gridserve.acl.Refused` the ACL raised."""
+        try:
+            if await is_allowed(self.acl, self.request, action, target):
+                return
+        except Refused as exc:
+            raise tornado.web.HTTPError(exc.status, reason=exc.reason) from None
         if has_credentials(self.request):
             raise tornado.web.HTTPError(403)
         raise tornado.web.HTTPError(401)
