@@ -11,7 +11,7 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 import requests
 
-from gridserve.acl import default_acl, parse_query, sign_path, verify_signature
+from gridserve.acl import default_acl, sign_path
 from gridserve.uploads import UploadPolicy
 from tests.conftest import PutFile
 from tests.livehttp import LiveServer
@@ -101,6 +101,7 @@ def test_odd_exp_and_sig_are_answered_not_500(
 
 
 def test_rotated_keys_both_verify(serve: Serve, put_file: PutFile) -> None:
+    from gridserve.acl import parse_query, verify_signature
     put_file("a.txt", b"x")
     server = serve(
         acl=default_acl(signing_key=("new", "old"), require_signed_reads=True),
