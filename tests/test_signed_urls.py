@@ -102,6 +102,7 @@ def test_odd_exp_and_sig_are_answered_not_500(
 
 def test_rotated_keys_both_verify(serve: Serve, put_file: PutFile) -> None:
     from gridserve.acl import parse_query, verify_signature
+
     put_file("a.txt", b"x")
     server = serve(
         acl=default_acl(signing_key=("new", "old"), require_signed_reads=True),
@@ -169,7 +170,7 @@ def test_a_scoped_upload_url_grants_nothing_else(uploads: LiveServer, put_file: 
 
 def test_the_server_limit_still_applies_to_a_scoped_upload(serve: Serve) -> None:
     server = serve(
-        acl=default_acl(signing_key=KEY),
+        acl=default_acl(signing_key=KEY, upload_token="t"),
         upload_policy=UploadPolicy(max_size=100),
         signing_key=KEY,
     )
@@ -177,5 +178,9 @@ def test_the_server_limit_still_applies_to_a_scoped_upload(serve: Serve) -> None
     assert requests.put(url, data=b"x" * 101, timeout=10).status_code == 413
     assert requests.put(url, data=b"x" * 100, timeout=10).status_code == 201
     bad = server.url("/fs/up/b.bin?max-size=%B2")
-    answer = requests.put(bad, data=b"x", headers={"Authorization": "Bearer x"}, timeout=10)
+    answer = requests.put(bad, data=b"x", headers={"Authorization": "Bearer t"}, timeout=10)
     assert answer.status_code == 400
+    # A token holder may narrow its own upload the same way.
+    narrowed = server.url("/fs/up/c.bin?max-size=10")
+    auth = {"Authorization": "Bearer t"}
+    assert requests.put(narrowed, data=b"x" * 11, headers=auth, timeout=10).status_code == 413

@@ -166,7 +166,6 @@ class FilesHandler(GridFSHandler):
         if method == "DELETE":
             await super().prepare()  # resolves; asks the ACL for "delete" (lookup_action)
             return
-        self._limit_to_signed_size()
         self._check_declared_size()
         try:
             if method == "PUT":
@@ -181,7 +180,7 @@ class FilesHandler(GridFSHandler):
 
     def _limit_to_signed_size(self) -> None:
         """A scoped upload URL (``max-size=N``, signed) caps this request's upload at N bytes
-        (and the server's own limit still applies)."""
+        (and the server's own limit still applies). Runs once the ACL allowed the write."""
         try:
             signed_limit = upload_size_limit(self.request)
         except ValueError as exc:
@@ -191,6 +190,7 @@ class FilesHandler(GridFSHandler):
         limit = self.upload_policy.max_size
         limit = signed_limit if limit is None else min(limit, signed_limit)
         self.upload_policy = dataclasses.replace(self.upload_policy, max_size=limit)
+        self._check_declared_size()
 
     # -- listing -------------------------------------------------------------------------
 
@@ -273,6 +273,7 @@ class FilesHandler(GridFSHandler):
     async def _start_put(self, key: str) -> None:
         name = sanitize_name(key)
         await self.authorize("write", name)
+        self._limit_to_signed_size()
         declared = self.request.headers.get("Content-Type")
         channel = self._channel = BodyChannel()
         self._upload = asyncio.ensure_future(self._store(name, declared, channel.chunks()))
