@@ -4,9 +4,11 @@ r"""Reading, writing, deleting and listing files: :class:`FilesHandler`, what ``
     stream a file (:class:`~gridserve.handlers.stream.GridFSHandler`).
 ``GET {prefix}/`` or ``{prefix}/<dir>/``
     JSON listing: ``{"files": [...], "next": CURSOR|null}``; query ``prefix`` (default: the
-    path after ``{prefix}/``), ``limit`` (1-1000, default 100), ``after`` (a ``next`` cursor).
+    path after ``{prefix}/``; a signed listing's must lie within that path), ``limit`` (1-1000,
+    default 100), ``after`` (a ``next`` cursor).
 ``PUT {prefix}/<name>``
-    store the raw request body as ``name``.
+    store the raw request body as ``name``. ``?max-size=N`` caps this upload at N bytes (what a
+    signed scoped upload URL carries, see :mod:`gridserve.acl`).
 ``POST {prefix}/`` or ``{prefix}/<dir>/``
     store each ``file`` field of a ``multipart/form-data`` body as ``<dir>/<its filename>``.
 ``DELETE {prefix}/<key>[?rev=N]``
@@ -18,11 +20,14 @@ upload answers 201 with ``Location`` and ``{id, filename, length, contentType, m
 uploadDate, url}`` (a list under ``files`` for POST). Each is checked against the handler's
 :class:`~gridserve.uploads.UploadPolicy` (400 bad name, 409 name exists, 413 too large, from
 ``Content-Length`` before reading and mid-stream otherwise, 415 type not allowed) and the ACL
-(401/403). A rejected or interrupted upload leaves nothing behind.
+(401/403; 403 with the ACL's reason when it raises :class:`~gridserve.acl.Refused`). Reads
+and deletes ask the ACL on a miss too (``target``: the requested name), so whom it refuses
+cannot tell what exists. A rejected or interrupted upload leaves nothing behind.
 
 Options, beyond :class:`GridFSHandler`'s: ``acl`` (see :mod:`gridserve.acl`; default
 :class:`~gridserve.acl.AllowReads`, which refuses all writes), ``upload_policy``, ``prefix``
-(the URL prefix, for ``Location`` and ``url``), ``signing_key`` (sign listed ``url``\ s).
+(the URL prefix, for ``Location`` and ``url``), ``signing_key`` (sign listed ``url``\ s for
+an hour, never longer than the signed request that lists them; of several keys, the first).
 """
 
 from __future__ import annotations
