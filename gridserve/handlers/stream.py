@@ -35,7 +35,8 @@ that accepts no data for that long is disconnected), ``send_buffer`` (bytes of k
 buffer per streaming connection; default: the kernel's autotuning. A player that seeks away
 discards what was queued for it, so a small buffer, e.g. 256 KiB, wastes less; a long fat
 network wants it large), ``acl`` (the access-control hook of
-:mod:`gridserve.acl`, asked for ``read`` before any byte is read; default: everyone reads).
+:mod:`gridserve.acl`, asked for ``read`` before any byte is read, and on a miss with the
+requested name as target before answering 404; default: everyone reads).
 """
 
 from __future__ import annotations
