@@ -171,7 +171,7 @@ SERVE_SETTINGS = (
         True,
         multiple=True,
     ),
-    Setting("require_signed_reads", False, parse_bool, "reads need a signed URL"),
+    Setting("require_signed_reads", False, parse_bool, "reads and listings need a signed URL"),
     Setting(
         "max_upload_size", None, parse_size, "largest upload accepted, e.g. 2G", metavar="SIZE"
     ),
