@@ -9,6 +9,7 @@ from typing import Any
 import tornado.web
 
 from gridserve.acl import ACL, SigningKeys
+from gridserve.handlers.errors import NotFoundHandler
 from gridserve.handlers.files import FilesHandler
 from gridserve.handlers.ops import HealthHandler, MetricsHandler, ReadyHandler
 from gridserve.handlers.ui import ui_routes
@@ -108,6 +109,8 @@ def make_app(
     settings.setdefault("gridserve_metrics", metrics)
     settings.setdefault("gridserve_tracker", RequestTracker())
     settings.setdefault("gridserve_cors_origin", cors_origin)
+    # Outside every route: the same short plain-text 404 as inside (not Tornado's HTML page).
+    settings.setdefault("default_handler_class", NotFoundHandler)
     if combined_access_log:
         settings.setdefault("log_function", log_combined)
     return tornado.web.Application(routes, **settings)

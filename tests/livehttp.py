@@ -11,6 +11,7 @@ from typing import Any
 
 import tornado.httpserver
 import tornado.netutil
+import tornado.web
 
 from gridserve.app import make_app
 from gridserve.storage.base import Storage
@@ -24,6 +25,8 @@ class LiveServer:
     ``make_storage`` runs on the server's loop (async drivers bind to the loop they start on).
     With ``counting_proxy=True`` a byte-counting TCP proxy sits in front of the server:
     ``proxy_url`` goes through it and ``bytes_to_client`` says how much the server sent.
+    ``application(storage)``, when given, builds the application instead of ``make_app`` (a
+    user's own application mounting gridserve's handlers).
     """
 
     def __init__(
@@ -32,9 +35,11 @@ class LiveServer:
         *,
         counting_proxy: bool = False,
         server_options: dict[str, Any] | None = None,
+        application: Callable[[Storage], tornado.web.Application] | None = None,
         **app_options: Any,
     ) -> None:
         self.make_storage = make_storage
+        self.application = application
         self.app_options = app_options
         self.counting_proxy = counting_proxy
         self.server_options = server_options or {}
@@ -82,7 +87,10 @@ class LiveServer:
         self._loop = asyncio.get_running_loop()
         self._stop = asyncio.Event()
         self.storage = self.make_storage()
-        app = make_app(self.storage, **self.app_options)
+        if self.application is not None:
+            app = self.application(self.storage)
+        else:
+            app = make_app(self.storage, **self.app_options)
         sockets = tornado.netutil.bind_sockets(0, "127.0.0.1")
         server = tornado.httpserver.HTTPServer(app, **self.server_options)
         server.add_sockets(sockets)

@@ -122,7 +122,8 @@ def test_unsatisfiable_range_is_416(server: LiveServer, video: ObjectId, header:
     response = get(server, f"/fs/{video}", Range=header)
     assert response.status_code == 416
     assert response.headers["Content-Range"] == f"bytes */{len(DATA)}"
-    assert response.content == b""
+    assert response.headers["Content-Type"] == "text/plain; charset=utf-8"
+    assert response.content == b"416 Requested Range Not Satisfiable\n"
 
 
 @pytest.mark.parametrize("header", ["bytes=9-0", "items=0-9", "bytes=abc", "garbage", "bytes="])

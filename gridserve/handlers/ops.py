@@ -1,19 +1,30 @@
-"""Operational endpoints: ``/healthz`` (alive), ``/readyz`` (storage reachable), ``/metrics``."""
+"""Operational endpoints: ``/healthz`` (alive), ``/readyz`` (storage reachable), ``/metrics``.
+
+Each answers HEAD as GET, and errors as every gridserve route does
+(:mod:`gridserve.handlers.errors`).
+"""
 
 from __future__ import annotations
 
 import asyncio
+import logging
 
 import tornado.web
 
-from gridserve.handlers.stream import RETRY_AFTER_SECONDS
+from gridserve.handlers.errors import HeadAsGet, PlainErrors
 from gridserve.metrics import CONTENT_TYPE, Metrics
 from gridserve.storage.base import Storage, StorageUnavailable
 
 READY_TIMEOUT = 3.0
 
+log = logging.getLogger("gridserve.ops")
 
-class HealthHandler(tornado.web.RequestHandler):
+
+class OpsHandler(HeadAsGet, PlainErrors):
+    SUPPORTED_METHODS: tuple[str, ...] = ("GET", "HEAD")
+
+
+class HealthHandler(OpsHandler):
     """200 while the process can answer at all."""
 
     def get(self) -> None:
@@ -21,27 +32,27 @@ class HealthHandler(tornado.web.RequestHandler):
         self.finish("ok\n")
 
 
-class ReadyHandler(tornado.web.RequestHandler):
-    """200 when the storage answers a ping within 3 s, else 503 with ``Retry-After``."""
+class ReadyHandler(OpsHandler):
+    """200 when the storage answers a ping within 3 s, else 503 with ``Retry-After`` (the
+    reason is logged)."""
 
     def initialize(self, storage: Storage) -> None:
         self.storage = storage
 
     async def get(self) -> None:
-        self.set_header("Cache-Control", "no-store")
         try:
             await asyncio.wait_for(self.storage.ping(), READY_TIMEOUT)
         except (StorageUnavailable, asyncio.TimeoutError) as exc:
-            self.set_status(503)
-            self.set_header("Retry-After", str(RETRY_AFTER_SECONDS))
-            self.finish(
-                f"storage unavailable: {str(exc).splitlines()[0] if str(exc) else 'timeout'}\n"
-            )
-            return
+            log.warning("not ready: %s", str(exc).splitlines()[0] if str(exc) else "timeout")
+            raise tornado.web.HTTPError(503, reason="Storage unavailable") from None
+        self.set_header("Cache-Control", "no-store")
         self.finish("ready\n")
 
+    def error_headers(self, status_code: int) -> dict[str, str]:
+        return {**super().error_headers(status_code), "Cache-Control": "no-store"}
 
-class MetricsHandler(tornado.web.RequestHandler):
+
+class MetricsHandler(OpsHandler):
     """The application's metrics in Prometheus text format."""
 
     def initialize(self, metrics: Metrics) -> None:

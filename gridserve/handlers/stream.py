@@ -43,6 +43,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import logging
 import re
 import socket
@@ -57,6 +58,7 @@ from tornado.iostream import StreamClosedError
 
 from gridserve import ranges, validators
 from gridserve.acl import ACL, Action, AllowReads, Refused, has_credentials, is_allowed
+from gridserve.handlers.errors import HTTPErrorWithHeaders, PlainErrors
 from gridserve.mediatypes import choose_content_type, content_disposition, is_passive
 from gridserve.metrics import Metrics
 from gridserve.storage.base import (
@@ -71,7 +73,6 @@ from gridserve.tracking import RequestTracker
 
 log = logging.getLogger("gridserve.stream")
 
-RETRY_AFTER_SECONDS = 5
 DEFAULT_SEND_TIMEOUT = 60.0
 YIELD_EVERY = 1024 * 1024
 _REVISION_RE = re.compile(r"-?[0-9]{1,9}")
@@ -86,9 +87,9 @@ def parse_revision(value: str | None) -> int | None:
     return int(value)
 
 
-class StorageRequestHandler(tornado.web.RequestHandler):
-    """What every gridserve handler shares: short text errors, never a traceback (``Allow`` on
-    405, ``Retry-After`` on 503, ``WWW-Authenticate`` on 401); CORS for players on other
+class StorageRequestHandler(PlainErrors):
+    """What every gridserve handler shares: short text errors, never a traceback, the same for
+    HEAD and GET (:class:`~gridserve.handlers.errors.PlainErrors`); CORS for players on other
     origins (application setting ``gridserve_cors_origin``: an origin, a comma-separated list,
     or ``*``), with preflight ``OPTIONS``; in-flight tracking (``gridserve_tracker``) for
     graceful shutdown; metrics (``gridserve_metrics``)."""
@@ -146,18 +147,6 @@ class StorageRequestHandler(tornado.web.RequestHandler):
             self.set_header("Access-Control-Allow-Headers", self.CORS_ALLOW_HEADERS)
             self.set_header("Access-Control-Max-Age", "86400")
         self.set_status(204)
-
-    def write_error(self, status_code: int, **kwargs: Any) -> None:
-        if status_code == 405:
-            self.set_header("Allow", ", ".join(self.SUPPORTED_METHODS))
-        if status_code == 503:
-            self.set_header("Retry-After", str(RETRY_AFTER_SECONDS))
-        if status_code == 401:
-            self.set_header("WWW-Authenticate", 'Bearer realm="gridserve"')
-        self.set_header("Content-Type", "text/plain; charset=utf-8")
-        self.set_header("X-Content-Type-Options", "nosniff")
-        if self.request.method != "HEAD":
-            self.finish(f"{status_code} {self._reason}\n")
 
     def storage_http_error(self, exc: Exception) -> tornado.web.HTTPError:
         """The client-facing error for a storage error raised before the response started."""
@@ -311,12 +300,13 @@ class GridFSHandler(StorageRequestHandler, tornado.web.StaticFileHandler):
             self.metrics.range_requests.labels(kind).inc()
 
         if plan.outcome is ranges.RangeOutcome.UNSATISFIABLE:
-            self.set_status(416)
-            self.set_header("Content-Range", ranges.unsatisfied_content_range(info.length))
-            self.clear_header("Content-Type")
-            self.clear_header("Content-Disposition")
-            self.set_header("Content-Length", 0)
-            return
+            raise HTTPErrorWithHeaders(
+                416,
+                {
+                    "Content-Range": ranges.unsatisfied_content_range(info.length),
+                    "Accept-Ranges": "bytes",
+                },
+            )
         if plan.outcome is ranges.RangeOutcome.FULL:
             self.set_header("Content-Length", info.length)
             if include_body:
@@ -330,7 +320,10 @@ class GridFSHandler(StorageRequestHandler, tornado.web.StaticFileHandler):
             if include_body:
                 await self._send_parts([(b"", only)], b"")
             return
-        multipart = ranges.plan_multipart(plan.ranges, info.length, content_type)
+        # A boundary that is a function of the file and the ranges: HEAD and GET announce the
+        # same Content-Type, and no stored content can be crafted to contain it.
+        boundary = hashlib.sha256(f"{etag}|{plan.ranges}".encode()).hexdigest()[:32]
+        multipart = ranges.plan_multipart(plan.ranges, info.length, content_type, boundary)
         self.set_header("Content-Type", multipart.content_type)
         self.set_header("Content-Length", multipart.content_length)
         if include_body:

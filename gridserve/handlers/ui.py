@@ -11,6 +11,8 @@ from pathlib import Path
 
 import tornado.web
 
+from gridserve.handlers.errors import HeadAsGet, PlainErrors
+
 UI_DIR = Path(__file__).resolve().parent.parent / "ui"
 PAGE_POLICY = (
     "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; "
@@ -19,8 +21,10 @@ PAGE_POLICY = (
 )
 
 
-class PageHandler(tornado.web.RequestHandler):
+class PageHandler(HeadAsGet, PlainErrors):
     """``/``: the page, with a strict Content-Security-Policy (same-origin everything)."""
+
+    SUPPORTED_METHODS: tuple[str, ...] = ("GET", "HEAD")
 
     def get(self) -> None:
         self.set_header("Content-Type", "text/html; charset=utf-8")
@@ -30,8 +34,10 @@ class PageHandler(tornado.web.RequestHandler):
         self.finish((UI_DIR / "index.html").read_bytes())
 
 
-class ConfigHandler(tornado.web.RequestHandler):
+class ConfigHandler(HeadAsGet, PlainErrors):
     """``/_ui/config.json``: what the page needs to know (files prefix, uploads allowed)."""
+
+    SUPPORTED_METHODS: tuple[str, ...] = ("GET", "HEAD")
 
     def initialize(self, prefix: str, uploads: bool) -> None:
         self.config = {"prefix": prefix, "uploads": uploads}
@@ -42,8 +48,10 @@ class ConfigHandler(tornado.web.RequestHandler):
         self.finish(json.dumps(self.config))
 
 
-class AssetHandler(tornado.web.StaticFileHandler):
+class AssetHandler(PlainErrors, tornado.web.StaticFileHandler):
     """``/_ui/<file>``: the page's script and style."""
+
+    SUPPORTED_METHODS: tuple[str, ...] = ("GET", "HEAD")
 
     def set_extra_headers(self, path: str) -> None:
         self.set_header("X-Content-Type-Options", "nosniff")
