@@ -3,7 +3,10 @@
 ``gridserve_requests_total{method,status}``, ``gridserve_sent_bytes_total``,
 ``gridserve_range_requests_total{kind}`` (single, multi, unsatisfiable),
 ``gridserve_streams_in_flight``, ``gridserve_upload_bytes_total``,
-``gridserve_storage_seconds{operation}`` (a histogram of storage lookups and writes).
+``gridserve_storage_seconds{operation}`` (a histogram of storage lookups and writes),
+``gridserve_storage_read_bytes_total{storage}`` (bytes the handlers took from a storage's
+``read()``, by :func:`storage_kind`: compared with ``gridserve_sent_bytes_total`` it shows what
+abandoned responses cost the storage).
 Handlers find the application's :class:`Metrics` in ``settings["gridserve_metrics"]``; an
 application without it records nothing.
 """
@@ -20,6 +23,14 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST
 CONTENT_TYPE = CONTENT_TYPE_LATEST
 
 
+STORAGE_KINDS = {"GridFSStorage": "gridfs", "LocalStorage": "local", "S3Storage": "s3"}
+
+
+def storage_kind(storage: object) -> str:
+    """The ``storage`` label of a storage: gridfs, local, s3, or other (a fixed set)."""
+    return STORAGE_KINDS.get(type(storage).__name__, "other")
+
+
 class Metrics:
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry or CollectorRegistry()
@@ -33,6 +44,12 @@ class Metrics:
         )
         self.streams_in_flight = Gauge(
             "gridserve_streams_in_flight", "Responses streaming now", registry=r
+        )
+        self.storage_read_bytes = Counter(
+            "gridserve_storage_read_bytes",
+            "Bytes read from a storage to answer requests",
+            ["storage"],
+            registry=r,
         )
         self.upload_bytes = Counter("gridserve_upload_bytes", "Upload bytes received", registry=r)
         self.storage_seconds = Histogram(

@@ -6,6 +6,7 @@ import asyncio
 import hashlib
 import os
 from collections.abc import AsyncIterator, Callable
+from contextlib import aclosing
 
 import pytest
 
@@ -151,3 +152,38 @@ async def test_early_close_of_a_read(storage: Storage) -> None:
     assert DATA.startswith(first)
     await reader.aclose()
     assert await read_all(storage, info, 0, 5) == DATA[:5]
+
+
+async def test_deleted_between_lookup_and_read_is_not_found(
+    storage: Storage, make_storage: Callable[[], Storage]
+) -> None:
+    await storage.save("vanishing.bin", pieces(DATA))
+    looked_up = await storage.resolve("vanishing.bin")
+    other = make_storage()  # deleted by another path: a migration, another server
+    try:
+        await other.delete(await other.resolve("vanishing.bin"))
+    finally:
+        await other.close()
+    for start, stop in ((0, None), (1000, 2000), (len(DATA) - 1, None)):
+        with pytest.raises(FileNotFound):
+            await read_all(storage, looked_up, start, stop)
+
+
+async def test_deleted_during_a_read_is_not_found_or_complete(
+    storage: Storage, make_storage: Callable[[], Storage]
+) -> None:
+    info = await storage.save("vanishing.bin", pieces(DATA))
+    received = bytearray()
+    other = make_storage()
+    try:
+        async with aclosing(storage.read(info)) as chunks:
+            async for chunk in chunks:
+                if not received:
+                    await other.delete(await other.resolve("vanishing.bin"))
+                received += chunk
+    except FileNotFound:
+        assert DATA.startswith(bytes(received))  # aborted cleanly, never a wrong byte
+    else:
+        assert bytes(received) == DATA  # an open file read to its end: what info describes
+    finally:
+        await other.close()

@@ -60,7 +60,7 @@ from gridserve import ranges, validators
 from gridserve.acl import ACL, Action, AllowReads, Refused, has_credentials, is_allowed
 from gridserve.handlers.errors import HTTPErrorWithHeaders, PlainErrors
 from gridserve.mediatypes import choose_content_type, content_disposition, is_passive
-from gridserve.metrics import Metrics
+from gridserve.metrics import Metrics, storage_kind
 from gridserve.storage.base import (
     CorruptFile,
     FileInfo,
@@ -353,6 +353,7 @@ class GridFSHandler(StorageRequestHandler, tornado.web.StaticFileHandler):
         metrics = self.metrics
         if metrics is not None:
             metrics.streams_in_flight.inc()
+            read_bytes = metrics.storage_read_bytes.labels(storage_kind(self.storage))
         loop = asyncio.get_running_loop()
         self._flush_started: float | None = None
         self._stalled = False
@@ -367,6 +368,8 @@ class GridFSHandler(StorageRequestHandler, tornado.web.StaticFileHandler):
                     self.storage.read(info, byte_range.start, byte_range.end + 1)
                 ) as chunks:
                     async for chunk in chunks:
+                        if metrics is not None:
+                            read_bytes.inc(len(chunk))
                         self.write(chunk)
                         sent += len(chunk)
                         await self._timed_flush()
@@ -392,7 +395,9 @@ class GridFSHandler(StorageRequestHandler, tornado.web.StaticFileHandler):
             if not self._headers_written:
                 self._fail_before_body(exc)
             else:
-                log.error("aborted %s after %d bytes: %s", info.filename, sent, exc)
+                # Deleted under the reader is routine (migrations, fallbacks): not an error.
+                level = logging.INFO if isinstance(exc, FileNotFound) else logging.ERROR
+                log.log(level, "aborted %s after %d bytes: %s", info.filename, sent, exc)
                 self._abort_connection()
         finally:
             self._stall_timer.cancel()

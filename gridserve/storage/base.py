@@ -15,11 +15,14 @@ Override points of :class:`Storage`, what each receives and returns:
 
 ``read(info, start=0, stop=None) -> AsyncGenerator[bytes, None]``
     Yields the bytes ``start <= i < stop`` of the file, in order, reading only what that
-    range needs, with bounded read-ahead. Raises :class:`CorruptFile` if the stored data does
-    not match ``info`` (missing or short chunk), :class:`StorageUnavailable` if the backend goes
-    away, and may raise :class:`FileNotFound` before the first byte for a file deleted since it
-    was resolved (the handler then answers 404). The consumer may stop early; it must then
-    close the iterator (``aclosing``).
+    range needs, with bounded read-ahead. Raises :class:`FileNotFound` when the file was
+    deleted since it was resolved, never :class:`CorruptFile` for that: before the first byte
+    (the handler then answers 404) or, where a backend notices it only later, after some bytes
+    (the handler then aborts the response); a backend that keeps reading an open file to its end
+    may instead complete the read with the content ``info`` describes. Raises
+    :class:`CorruptFile` if the stored data of a file still stored does not match ``info``
+    (missing or short chunk, replaced content), :class:`StorageUnavailable` if the backend goes
+    away. The consumer may stop early; it must then close the iterator (``aclosing``).
 
 ``save(name, chunks, *, content_type=None, metadata=None) -> FileInfo``
     Stores a new file (a new revision when the name exists) from an async iterable of

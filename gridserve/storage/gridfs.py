@@ -255,8 +255,9 @@ class GridFSStorage(Storage):
         except PyMongoError as exc:
             raise StorageUnavailable(str(exc)) from exc
         if expected <= last:
-            if expected == first:  # nothing sent yet: a file deleted meanwhile is a 404
-                await self._check_still_stored(info)
+            # A file deleted meanwhile is FileNotFound (a 404 before the first byte, a clean
+            # abort after it); chunks missing from a file still stored are corruption.
+            await self._check_still_stored(info)
             raise CorruptFile(f"file {info.id}: chunk {expected} is missing")
 
     async def _chunks_in_range(

@@ -179,10 +179,9 @@ class LocalStorage(Storage):
         stop = info.length if stop is None else min(stop, info.length)
         if start >= stop:
             return
-        try:
-            fd, st = await self._io(self._open_inside, self._relative(info.filename))
-        except FileNotFound as exc:
-            raise CorruptFile(f"{info.filename}: deleted since it was looked up") from exc
+        # Deleted since it was looked up: FileNotFound escapes as is (a 404 before the first
+        # byte). Once open, the file's content stays readable even if it is unlinked meanwhile.
+        fd, st = await self._io(self._open_inside, self._relative(info.filename))
         try:
             if st.st_size != info.length:
                 raise CorruptFile(f"{info.filename}: replaced since it was looked up")

@@ -196,7 +196,10 @@ class S3Storage(Storage):
         try:
             response = await (await self._s3()).get_object(**request)
         except Exception as exc:
-            raise self._translate(exc, info.filename) from exc
+            error = self._translate(exc, info.filename)
+            if isinstance(error, CorruptFile):
+                error = await self._deleted_or(error, info)
+            raise error from exc
         received = 0
         body = response["Body"]
         try:
@@ -211,6 +214,20 @@ class S3Storage(Storage):
             body.close()
         if received != stop - start:
             raise CorruptFile(f"{info.filename}: got {received} of {stop - start} bytes")
+
+    async def _deleted_or(self, error: Exception, info: FileInfo) -> Exception:
+        """``FileNotFound`` if ``info``'s object is gone, else ``error``. A failed ``If-Match``
+        means replaced or deleted (S3 answers 404 for a deleted object, other services 412):
+        a ``HeadObject`` tells them apart."""
+        try:
+            await (await self._s3()).head_object(
+                Bucket=self.bucket, Key=self._object_key(info.filename)
+            )
+        except Exception as exc:
+            translated = self._translate(exc, info.filename)
+            if isinstance(translated, FileNotFound):
+                return translated
+        return error
 
     async def list(
         self, prefix: str = "", limit: int = 100, after: str = ""
