@@ -2,10 +2,14 @@
 
 A scenario of ``scripts/bench`` (``scripts/bench --waste``; or run this module with the
 virtualenv's Python and ``GRIDSERVE_FERRETDB`` set). gridserve serves a 15 MiB MP4 whose
-``moov`` is at the end, from GridFS on the test database, through a throttling proxy on a
-dedicated loopback port that emulates a WAN link (``--rtt`` 100 ms, ``--rate`` 4 MB/s: the
-proxy takes bytes from the server no faster than the rate and delivers each one half an RTT
-later, holding at most rate x delay on the "wire"). Players that seek:
+``moov`` is at the end, from GridFS on the test database, over an emulated WAN link (``--rtt``
+100 ms, ``--rate`` 4 MB/s). ``--link netns`` (the default as root) puts the players in a network
+namespace of their own behind a veth pair with ``tc netem`` delay and rate on both ends: real TCP
+over the emulated path, so the send buffer limits throughput as it would on the WAN, and
+nothing on loopback (shared with others) is touched; bytes delivered are the veth's transmitted
+bytes (TCP/IP headers included, ~3%). ``--link proxy`` is a throttling TCP proxy on a dedicated
+loopback port (no root needed; it terminates TCP, so it shows the waste but not the throughput
+cost of a small buffer). Players that seek:
 
 ``ffprobe``      reads the header, jumps to the moov at the end, probes (3 requests, 2 abandoned)
 ``ffmpeg -ss``   opens the file, seeks to 20 s and 45 s, decodes 1 s at each
@@ -21,6 +25,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import collections
+import contextlib
 import os
 import socket
 import statistics
@@ -29,6 +34,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -168,6 +174,91 @@ class ThrottlingProxy:
             writer.close()
 
 
+class NetnsLink:
+    """Players in network namespace ``gs-waste`` reach the server at 10.213.7.1 through a veth
+    pair with netem (``rtt``/2 each way, ``rate``) on both ends; removed on exit."""
+
+    NAMESPACE = "gs-waste"
+    SERVER, CLIENT = "10.213.7.1", "10.213.7.2"
+
+    def __init__(self, rtt: float, rate: float) -> None:
+        self.delay_ms = rtt * 1000 / 2
+        self.rate_kbit = int(rate * 8 / 1000)
+
+    def _ip(self, *command: str, inside: bool = False) -> None:
+        prefix = ["ip", "netns", "exec", self.NAMESPACE] if inside else []
+        subprocess.run([*prefix, *command], check=True)
+
+    def __enter__(self) -> NetnsLink:
+        subprocess.run(["ip", "netns", "del", self.NAMESPACE], stderr=subprocess.DEVNULL)
+        self._ip("ip", "netns", "add", self.NAMESPACE)
+        try:
+            self._ip("ip", "link", "add", "gsw0", "type", "veth", "peer", "name", "gsw1")
+            self._ip("ip", "link", "set", "gsw1", "netns", self.NAMESPACE)
+            self._ip("ip", "addr", "add", f"{self.SERVER}/30", "dev", "gsw0")
+            self._ip("ip", "link", "set", "gsw0", "up")
+            self._ip("ip", "addr", "add", f"{self.CLIENT}/30", "dev", "gsw1", inside=True)
+            self._ip("ip", "link", "set", "gsw1", "up", inside=True)
+            self._ip("ip", "link", "set", "lo", "up", inside=True)
+            netem = ["netem", "delay", f"{self.delay_ms:g}ms", "rate", f"{self.rate_kbit}kbit"]
+            netem += ["limit", "2000"]
+            self._ip("tc", "qdisc", "add", "dev", "gsw0", "root", *netem)
+            self._ip("tc", "qdisc", "add", "dev", "gsw1", "root", *netem, inside=True)
+        except BaseException:
+            self.__exit__()
+            raise
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        # Deleting the namespace deletes gsw1, and with it its peer gsw0 and both qdiscs.
+        subprocess.run(["ip", "netns", "del", self.NAMESPACE], check=False)
+        subprocess.run(["ip", "link", "del", "gsw0"], stderr=subprocess.DEVNULL, check=False)
+
+    @property
+    def delivered(self) -> int:
+        return int(Path("/sys/class/net/gsw0/statistics/tx_bytes").read_text())
+
+    def client(self, command: list[str]) -> list[str]:
+        return ["ip", "netns", "exec", self.NAMESPACE, *command]
+
+
+def send_queue_capacity(send_buffer: int | None, mss: int = 1448) -> int:
+    """Payload bytes a TCP socket with ``SO_SNDBUF`` = ``send_buffer`` (None: the kernel's
+    maximum, what autotuning may reach) queues before it blocks, at a WAN's MSS, as measured
+    on this kernel (``TIOCOUTQ`` against a receiver that does not read). Unacknowledged bytes
+    live in that queue, so a connection carries at most this much per round trip."""
+    import fcntl
+    import struct
+    import termios
+
+    listener = socket.socket()
+    listener.setsockopt(socket.IPPROTO_TCP, socket.TCP_MAXSEG, mss)
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(1)
+    receiver = socket.socket()
+    receiver.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    receiver.setsockopt(socket.IPPROTO_TCP, socket.TCP_MAXSEG, mss)
+    receiver.connect(listener.getsockname())
+    sender, _ = listener.accept()
+    try:
+        if send_buffer is None:
+            tcp_wmem = Path("/proc/sys/net/ipv4/tcp_wmem").read_text().split()
+            return int(tcp_wmem[2]) * 3 // 4  # autotuned: the maximum, less overhead
+        sender.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, send_buffer)
+        sender.setblocking(False)
+        block = bytes(64 * KIB)
+        for _ in range(3):
+            with contextlib.suppress(BlockingIOError):
+                while True:
+                    sender.send(block)
+            time.sleep(0.05)
+        queued: int = struct.unpack("i", fcntl.ioctl(sender, termios.TIOCOUTQ, bytes(4)))[0]
+        return queued
+    finally:
+        for sock in (sender, receiver, listener):
+            sock.close()
+
+
 def make_mp4(path: Path, seconds: int = 60) -> None:
     """A ~15 MiB H.264 MP4 with its moov at the end (ffmpeg's default without faststart)."""
     subprocess.run(
@@ -214,39 +305,59 @@ def settle(metrics: Metrics, timeout: float = 30) -> None:
 
 
 def measure(
-    uri: str, db: str, send_buffer: int | None, rtt: float, rate: float, repeats: int
+    uri: str,
+    db: str,
+    send_buffer: int | None,
+    netns: NetnsLink | None,
+    rtt: float,
+    rate: float,
+    repeats: int,
 ) -> dict[str, Any]:
+    """The players' ratios and the download throughput at ``send_buffer``, over ``netns`` or
+    (None) a throttling proxy."""
     metrics = Metrics()
     server = LiveServer(
         lambda: GridFSStorage.from_uri(uri, default_database=db),
+        address=NetnsLink.SERVER if netns is not None else "127.0.0.1",
         send_buffer=send_buffer,
         metrics=metrics,
     ).start()
     result: dict[str, Any] = {}
     try:
-        with ThrottlingProxy(server.port, rtt, rate) as proxy:
-            url = f"http://127.0.0.1:{proxy.port}/fs/movie.mp4"
-            for name, commands in players(url).items():
-                ratios = []
-                for _ in range(repeats):
-                    read0, delivered0 = counters(metrics), proxy.delivered
-                    for command in commands:
-                        subprocess.run(command, check=True, stdout=subprocess.DEVNULL, timeout=120)
-                    settle(metrics)
-                    read, delivered = counters(metrics) - read0, proxy.delivered - delivered0
-                    ratios.append((read / max(delivered, 1), read, delivered))
-                ratio, read, delivered = sorted(ratios)[len(ratios) // 2]
-                result[name] = (ratio, read, delivered)
-            speeds = []
-            for _ in range(repeats):
-                out = subprocess.run(
-                    ["curl", "-s", "-o", "/dev/null", "-w", "%{speed_download}", url],
-                    check=True, capture_output=True, text=True, timeout=300,
-                )  # fmt: skip
-                speeds.append(float(out.stdout))
-            result["throughput"] = statistics.median(speeds)
+        if netns is not None:
+            url = f"http://{NetnsLink.SERVER}:{server.port}/fs/movie.mp4"
+            result = run_players(url, metrics, repeats, netns, netns.client)
+        else:
+            with ThrottlingProxy(server.port, rtt, rate) as proxy:
+                url = f"http://127.0.0.1:{proxy.port}/fs/movie.mp4"
+                result = run_players(url, metrics, repeats, proxy, lambda command: command)
     finally:
         server.stop()
+    return result
+
+
+def run_players(
+    url: str, metrics: Metrics, repeats: int, link: Any, client: Callable[[list[str]], list[str]]
+) -> dict[str, Any]:
+    result: dict[str, Any] = {}
+    for name, commands in players(url).items():
+        ratios = []
+        for _ in range(repeats):
+            read0, delivered0 = counters(metrics), link.delivered
+            for command in commands:
+                subprocess.run(client(command), check=True, stdout=subprocess.DEVNULL, timeout=120)
+            settle(metrics)
+            read, delivered = counters(metrics) - read0, link.delivered - delivered0
+            ratios.append((read / max(delivered, 1), read, delivered))
+        result[name] = sorted(ratios)[len(ratios) // 2]
+    speeds = []
+    for _ in range(repeats):
+        out = subprocess.run(
+            client(["curl", "-s", "-o", "/dev/null", "-w", "%{speed_download}", url]),
+            check=True, capture_output=True, text=True, timeout=300,
+        )  # fmt: skip
+        speeds.append(float(out.stdout))
+    result["throughput"] = statistics.median(speeds)
     return result
 
 
@@ -274,6 +385,12 @@ def main() -> int:
     parser.add_argument("--rate", type=float, default=4e6, help="link rate, bytes/s")
     parser.add_argument("--sizes", default="64,128,256,512", help="send buffers to try, KiB")
     parser.add_argument("--repeats", type=int, default=3, help="runs per figure (median)")
+    parser.add_argument(
+        "--link",
+        choices=("netns", "proxy"),
+        default="proxy",
+        help="how the WAN link is emulated (see the module docstring)",
+    )
     parser.add_argument("--uri", help="a MongoDB URI (default: start the test database)")
     args = parser.parse_args()
     sizes: list[int | None] = [None, *(int(s) * KIB for s in args.sizes.split(","))]
@@ -285,31 +402,45 @@ def main() -> int:
         database.start()
         uri = database.uri
     work = Path(tempfile.mkdtemp(prefix="gridserve-waste-"))
+    stack = contextlib.ExitStack()
     try:
         movie = work / "movie.mp4"
         make_mp4(movie)
         length = seed(uri, "bench_waste", movie)
         print(
             f"{length / MIB:.1f} MiB MP4 (moov at the end), link {args.rtt * 1000:.0f} ms RTT "
-            f"at {args.rate / 1e6:g} MB/s; storage bytes read / bytes delivered to the client",
+            f"at {args.rate / 1e6:g} MB/s ({args.link}); storage bytes read / bytes delivered "
+            "to the client",
             flush=True,
         )
-        rows = {size: measure(uri, "bench_waste", size, args.rtt, args.rate, args.repeats)
-                for size in sizes}  # fmt: skip
+        netns = None
+        if args.link == "netns":
+            netns = stack.enter_context(NetnsLink(args.rtt, args.rate))
+        rows = {
+            size: measure(uri, "bench_waste", size, netns, args.rtt, args.rate, args.repeats)
+            for size in sizes
+        }
         base = rows[None]["throughput"]
-        print(f"{'send buffer':<16}{'ffprobe':>22}{'ffmpeg -ss':>22}{'download MB/s':>16}")
+        bdp = args.rate * args.rtt
+        print(
+            f"{'send buffer':<16}{'ffprobe':>22}{'ffmpeg -ss':>22}{'proxy MB/s':>12}"
+            f"{'TCP cap at RTT':>18}"
+        )
         for size, row in rows.items():
             cells = [
                 f"{row[name][0]:.2f} ({row[name][1] / MIB:.1f}/{row[name][2] / MIB:.1f} MiB)"
                 for name in ("ffprobe", "ffmpeg -ss")
             ]
             share = row["throughput"] / base
+            cap = min(1.0, send_queue_capacity(size) / bdp)
             print(
                 f"{label(size):<16}{cells[0]:>22}{cells[1]:>22}"
-                f"{row['throughput'] / 1e6:>9.2f} ({share:.0%})",
+                f"{row['throughput'] / 1e6:>6.2f} ({share:.0%})"
+                f"{cap * args.rate / 1e6:>11.2f} ({cap:.0%})",
                 flush=True,
             )
     finally:
+        stack.close()
         if database is not None:
             database.cleanup()
         for leftover in work.iterdir():
