@@ -86,6 +86,23 @@ async def test_replaced_object_is_detected_mid_read(s3_server: S3Proxy, s3_bucke
         await storage.close()
 
 
+async def test_failed_if_match_tells_deleted_from_replaced(
+    s3_server: S3Proxy, s3_bucket: str
+) -> None:
+    """Services answer a failed If-Match with 412 for a replaced object and, some of them, for
+    a deleted one too (s3proxy and AWS say 404): a HeadObject tells the two apart."""
+    storage = S3Storage(s3_bucket, **s3_server.client_options())
+    try:
+        old = await storage.save("v.bin", pieces(b"old content"))
+        await storage.save("v.bin", pieces(b"new content!"))
+        replaced = CorruptFile("v.bin: replaced since it was looked up")
+        assert await storage._deleted_or(replaced, old) is replaced
+        await storage.delete(await storage.resolve("v.bin"))
+        assert isinstance(await storage._deleted_or(replaced, old), FileNotFound)
+    finally:
+        await storage.close()
+
+
 async def test_unreachable_endpoint_and_missing_bucket(s3_server: S3Proxy) -> None:
     options = {**s3_server.client_options(), "endpoint_url": f"http://127.0.0.1:{free_port()}"}
     down = S3Storage("any", **options)
