@@ -12,6 +12,7 @@ from gridserve.acl import ACL, SigningKeys
 from gridserve.handlers.errors import NotFoundHandler
 from gridserve.handlers.files import FilesHandler
 from gridserve.handlers.ops import HealthHandler, MetricsHandler, ReadyHandler
+from gridserve.handlers.stream import DEFAULT_SEND_BUFFER
 from gridserve.handlers.ui import ui_routes
 from gridserve.metrics import Metrics
 from gridserve.storage.base import Storage
@@ -54,7 +55,7 @@ def make_app(
     upload_policy: UploadPolicy | None = None,
     cors_origin: str | None = None,
     send_timeout: float = 60.0,
-    send_buffer: int | None = None,
+    send_buffer: int | None = DEFAULT_SEND_BUFFER,
     metrics: Metrics | None = None,
     ops_routes: bool = True,
     combined_access_log: bool = False,

@@ -181,9 +181,10 @@ SERVE_SETTINGS = (
     Setting("shutdown_timeout", 30, _non_negative, "seconds in-flight responses get at shutdown"),
     Setting(
         "send_buffer",
-        None,
+        512 * 1024,
         parse_size,
-        "kernel send buffer per stream, e.g. 256K: less is wasted when players seek",
+        "kernel send buffer per stream (default 512K; 0: the kernel's autotuning): what a player "
+        "that seeks away discards, and the storage read for nothing",
         metavar="SIZE",
     ),
     Setting("send_timeout", 60, _positive, "drop a client that takes no data for this long (s)"),

@@ -52,7 +52,7 @@ from gridserve.acl import (
     signed_expiry,
     upload_size_limit,
 )
-from gridserve.handlers.stream import DEFAULT_SEND_TIMEOUT, GridFSHandler
+from gridserve.handlers.stream import DEFAULT_SEND_BUFFER, DEFAULT_SEND_TIMEOUT, GridFSHandler
 from gridserve.mediatypes import choose_content_type
 from gridserve.multipart import MultipartError, MultipartReader
 from gridserve.storage.base import FileInfo, FileNotFound, InvalidKey, StorageUnavailable
@@ -137,7 +137,7 @@ class FilesHandler(GridFSHandler):
         prefix: str = "/fs",
         send_timeout: float = DEFAULT_SEND_TIMEOUT,
         signing_key: SigningKeys | None = None,
-        send_buffer: int | None = None,
+        send_buffer: int | None = DEFAULT_SEND_BUFFER,
     ) -> None:
         super().initialize(
             storage,

@@ -32,9 +32,10 @@ after the file is resolved):
 Options given to ``initialize``: ``storage`` (required), ``cache_time`` (0),
 ``max_ranges`` (16, more is answered with the whole file), ``send_timeout`` (60 s: a client
 that accepts no data for that long is disconnected), ``send_buffer`` (bytes of kernel send
-buffer per streaming connection; default: the kernel's autotuning. A player that seeks away
-discards what was queued for it, so a small buffer, e.g. 256 KiB, wastes less; a long fat
-network wants it large), ``acl`` (the access-control hook of
+buffer per streaming connection, default 512 KiB; 0 or None: the kernel's autotuning, up to
+4 MiB. A player that seeks away discards what was queued for it, and the storage read it for
+nothing: 512 KiB is the smallest that keeps a 4 MB/s, 100 ms-RTT link full, see
+BENCHMARKS.rst; a longer fatter network wants it larger), ``acl`` (the access-control hook of
 :mod:`gridserve.acl`, asked for ``read`` before any byte is read, and on a miss with the
 requested name as target before answering 404; default: everyone reads).
 """
@@ -74,6 +75,7 @@ from gridserve.tracking import RequestTracker
 log = logging.getLogger("gridserve.stream")
 
 DEFAULT_SEND_TIMEOUT = 60.0
+DEFAULT_SEND_BUFFER = 512 * 1024
 YIELD_EVERY = 1024 * 1024
 _REVISION_RE = re.compile(r"-?[0-9]{1,9}")
 
@@ -176,7 +178,7 @@ class GridFSHandler(StorageRequestHandler, tornado.web.StaticFileHandler):
         max_ranges: int = ranges.DEFAULT_MAX_RANGES,
         acl: ACL | None = None,
         send_timeout: float = DEFAULT_SEND_TIMEOUT,
-        send_buffer: int | None = None,
+        send_buffer: int | None = DEFAULT_SEND_BUFFER,
     ) -> None:
         super().initialize()
         self.send_buffer = send_buffer
