@@ -15,9 +15,12 @@ cost of a small buffer). Players that seek:
 ``ffmpeg -ss``   opens the file, seeks to 20 s and 45 s, decodes 1 s at each
 
 For each, ``gridserve_storage_read_bytes_total`` (what the server took from the storage) is
-divided by the bytes the proxy delivered to the client; with the send buffer at the kernel's
-default and at ``--sizes``. A full download (curl) at each size gives the throughput, so the
-default can keep >= 95% of it at that RTT.
+divided by the bytes delivered to the client; with the send buffer at the kernel's default and
+at ``--sizes``. Throughput: a full download (curl) at each size over the link ("link MB/s");
+since the proxy terminates TCP, its figure cannot show what a small buffer costs on a real
+100 ms path, so "TCP cap" gives that: a connection carries at most what its send queue holds
+per round trip, and :func:`send_queue_capacity` measures what this kernel queues for each
+``SO_SNDBUF`` at a WAN's MSS. The default is the smallest size whose cap is >= 95% of the link.
 """
 
 from __future__ import annotations
@@ -423,8 +426,7 @@ def main() -> int:
         base = rows[None]["throughput"]
         bdp = args.rate * args.rtt
         print(
-            f"{'send buffer':<16}{'ffprobe':>22}{'ffmpeg -ss':>22}{'proxy MB/s':>12}"
-            f"{'TCP cap at RTT':>18}"
+            f"{'send buffer':<16}{'ffprobe':>22}{'ffmpeg -ss':>22}{'link MB/s':>12}{'TCP cap':>18}"
         )
         for size, row in rows.items():
             cells = [
