@@ -3,13 +3,10 @@
 A scenario of ``scripts/bench`` (``scripts/bench --waste``; or run this module with the
 virtualenv's Python and ``GRIDSERVE_FERRETDB`` set). gridserve serves a 15 MiB MP4 whose
 ``moov`` is at the end, from GridFS on the test database, over an emulated WAN link (``--rtt``
-100 ms, ``--rate`` 4 MB/s). ``--link netns`` (the default as root) puts the players in a network
-namespace of their own behind a veth pair with ``tc netem`` delay and rate on both ends: real TCP
-over the emulated path, so the send buffer limits throughput as it would on the WAN, and
-nothing on loopback (shared with others) is touched; bytes delivered are the veth's transmitted
-bytes (TCP/IP headers included, ~3%). ``--link proxy`` is a throttling TCP proxy on a dedicated
-loopback port (no root needed; it terminates TCP, so it shows the waste but not the throughput
-cost of a small buffer). Players that seek:
+100 ms, ``--rate`` 4 MB/s) made by a throttling TCP proxy on a dedicated loopback port (no
+``tc netem``: loopback is shared with others, and this machine's kernel has no netem): the
+proxy takes bytes from the server no faster than the rate and delivers each one half an RTT
+later, holding at most rate x delay on the "wire". Players that seek:
 
 ``ffprobe``      reads the header, jumps to the moov at the end, probes (3 requests, 2 abandoned)
 ``ffmpeg -ss``   opens the file, seeks to 20 s and 45 s, decodes 1 s at each
@@ -37,7 +34,6 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -177,54 +173,6 @@ class ThrottlingProxy:
             writer.close()
 
 
-class NetnsLink:
-    """Players in network namespace ``gs-waste`` reach the server at 10.213.7.1 through a veth
-    pair with netem (``rtt``/2 each way, ``rate``) on both ends; removed on exit."""
-
-    NAMESPACE = "gs-waste"
-    SERVER, CLIENT = "10.213.7.1", "10.213.7.2"
-
-    def __init__(self, rtt: float, rate: float) -> None:
-        self.delay_ms = rtt * 1000 / 2
-        self.rate_kbit = int(rate * 8 / 1000)
-
-    def _ip(self, *command: str, inside: bool = False) -> None:
-        prefix = ["ip", "netns", "exec", self.NAMESPACE] if inside else []
-        subprocess.run([*prefix, *command], check=True)
-
-    def __enter__(self) -> NetnsLink:
-        subprocess.run(["ip", "netns", "del", self.NAMESPACE], stderr=subprocess.DEVNULL)
-        self._ip("ip", "netns", "add", self.NAMESPACE)
-        try:
-            self._ip("ip", "link", "add", "gsw0", "type", "veth", "peer", "name", "gsw1")
-            self._ip("ip", "link", "set", "gsw1", "netns", self.NAMESPACE)
-            self._ip("ip", "addr", "add", f"{self.SERVER}/30", "dev", "gsw0")
-            self._ip("ip", "link", "set", "gsw0", "up")
-            self._ip("ip", "addr", "add", f"{self.CLIENT}/30", "dev", "gsw1", inside=True)
-            self._ip("ip", "link", "set", "gsw1", "up", inside=True)
-            self._ip("ip", "link", "set", "lo", "up", inside=True)
-            netem = ["netem", "delay", f"{self.delay_ms:g}ms", "rate", f"{self.rate_kbit}kbit"]
-            netem += ["limit", "2000"]
-            self._ip("tc", "qdisc", "add", "dev", "gsw0", "root", *netem)
-            self._ip("tc", "qdisc", "add", "dev", "gsw1", "root", *netem, inside=True)
-        except BaseException:
-            self.__exit__()
-            raise
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        # Deleting the namespace deletes gsw1, and with it its peer gsw0 and both qdiscs.
-        subprocess.run(["ip", "netns", "del", self.NAMESPACE], check=False)
-        subprocess.run(["ip", "link", "del", "gsw0"], stderr=subprocess.DEVNULL, check=False)
-
-    @property
-    def delivered(self) -> int:
-        return int(Path("/sys/class/net/gsw0/statistics/tx_bytes").read_text())
-
-    def client(self, command: list[str]) -> list[str]:
-        return ["ip", "netns", "exec", self.NAMESPACE, *command]
-
-
 def send_queue_capacity(send_buffer: int | None, mss: int = 1448) -> int:
     """Payload bytes a TCP socket with ``SO_SNDBUF`` = ``send_buffer`` (None: the kernel's
     maximum, what autotuning may reach) queues before it blocks, at a WAN's MSS, as measured
@@ -308,47 +256,31 @@ def settle(metrics: Metrics, timeout: float = 30) -> None:
 
 
 def measure(
-    uri: str,
-    db: str,
-    send_buffer: int | None,
-    netns: NetnsLink | None,
-    rtt: float,
-    rate: float,
-    repeats: int,
+    uri: str, db: str, send_buffer: int | None, rtt: float, rate: float, repeats: int
 ) -> dict[str, Any]:
-    """The players' ratios and the download throughput at ``send_buffer``, over ``netns`` or
-    (None) a throttling proxy."""
+    """The players' ratios and the download throughput at ``send_buffer``."""
     metrics = Metrics()
     server = LiveServer(
         lambda: GridFSStorage.from_uri(uri, default_database=db),
-        address=NetnsLink.SERVER if netns is not None else "127.0.0.1",
         send_buffer=send_buffer,
         metrics=metrics,
     ).start()
-    result: dict[str, Any] = {}
     try:
-        if netns is not None:
-            url = f"http://{NetnsLink.SERVER}:{server.port}/fs/movie.mp4"
-            result = run_players(url, metrics, repeats, netns, netns.client)
-        else:
-            with ThrottlingProxy(server.port, rtt, rate) as proxy:
-                url = f"http://127.0.0.1:{proxy.port}/fs/movie.mp4"
-                result = run_players(url, metrics, repeats, proxy, lambda command: command)
+        with ThrottlingProxy(server.port, rtt, rate) as proxy:
+            url = f"http://127.0.0.1:{proxy.port}/fs/movie.mp4"
+            return run_players(url, metrics, repeats, proxy)
     finally:
         server.stop()
-    return result
 
 
-def run_players(
-    url: str, metrics: Metrics, repeats: int, link: Any, client: Callable[[list[str]], list[str]]
-) -> dict[str, Any]:
+def run_players(url: str, metrics: Metrics, repeats: int, link: ThrottlingProxy) -> dict[str, Any]:
     result: dict[str, Any] = {}
     for name, commands in players(url).items():
         ratios = []
         for _ in range(repeats):
             read0, delivered0 = counters(metrics), link.delivered
             for command in commands:
-                subprocess.run(client(command), check=True, stdout=subprocess.DEVNULL, timeout=120)
+                subprocess.run(command, check=True, stdout=subprocess.DEVNULL, timeout=120)
             settle(metrics)
             read, delivered = counters(metrics) - read0, link.delivered - delivered0
             ratios.append((read / max(delivered, 1), read, delivered))
@@ -356,7 +288,7 @@ def run_players(
     speeds = []
     for _ in range(repeats):
         out = subprocess.run(
-            client(["curl", "-s", "-o", "/dev/null", "-w", "%{speed_download}", url]),
+            ["curl", "-s", "-o", "/dev/null", "-w", "%{speed_download}", url],
             check=True, capture_output=True, text=True, timeout=300,
         )  # fmt: skip
         speeds.append(float(out.stdout))
@@ -388,12 +320,6 @@ def main() -> int:
     parser.add_argument("--rate", type=float, default=4e6, help="link rate, bytes/s")
     parser.add_argument("--sizes", default="64,128,256,512", help="send buffers to try, KiB")
     parser.add_argument("--repeats", type=int, default=3, help="runs per figure (median)")
-    parser.add_argument(
-        "--link",
-        choices=("netns", "proxy"),
-        default="proxy",
-        help="how the WAN link is emulated (see the module docstring)",
-    )
     parser.add_argument("--uri", help="a MongoDB URI (default: start the test database)")
     args = parser.parse_args()
     sizes: list[int | None] = [None, *(int(s) * KIB for s in args.sizes.split(","))]
@@ -405,22 +331,17 @@ def main() -> int:
         database.start()
         uri = database.uri
     work = Path(tempfile.mkdtemp(prefix="gridserve-waste-"))
-    stack = contextlib.ExitStack()
     try:
         movie = work / "movie.mp4"
         make_mp4(movie)
         length = seed(uri, "bench_waste", movie)
         print(
             f"{length / MIB:.1f} MiB MP4 (moov at the end), link {args.rtt * 1000:.0f} ms RTT "
-            f"at {args.rate / 1e6:g} MB/s ({args.link}); storage bytes read / bytes delivered "
-            "to the client",
+            f"at {args.rate / 1e6:g} MB/s; storage bytes read / bytes delivered to the client",
             flush=True,
         )
-        netns = None
-        if args.link == "netns":
-            netns = stack.enter_context(NetnsLink(args.rtt, args.rate))
         rows = {
-            size: measure(uri, "bench_waste", size, netns, args.rtt, args.rate, args.repeats)
+            size: measure(uri, "bench_waste", size, args.rtt, args.rate, args.repeats)
             for size in sizes
         }
         base = rows[None]["throughput"]
@@ -442,7 +363,6 @@ def main() -> int:
                 flush=True,
             )
     finally:
-        stack.close()
         if database is not None:
             database.cleanup()
         for leftover in work.iterdir():

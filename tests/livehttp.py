@@ -26,8 +26,7 @@ class LiveServer:
     With ``counting_proxy=True`` a byte-counting TCP proxy sits in front of the server:
     ``proxy_url`` goes through it and ``bytes_to_client`` says how much the server sent.
     ``application(storage)``, when given, builds the application instead of ``make_app`` (a
-    user's own application mounting gridserve's handlers). ``address``: where to listen
-    (loopback by default).
+    user's own application mounting gridserve's handlers).
     """
 
     def __init__(
@@ -37,12 +36,10 @@ class LiveServer:
         counting_proxy: bool = False,
         server_options: dict[str, Any] | None = None,
         application: Callable[[Storage], tornado.web.Application] | None = None,
-        address: str = "127.0.0.1",
         **app_options: Any,
     ) -> None:
         self.make_storage = make_storage
         self.application = application
-        self.address = address
         self.app_options = app_options
         self.counting_proxy = counting_proxy
         self.server_options = server_options or {}
@@ -94,7 +91,7 @@ class LiveServer:
             app = self.application(self.storage)
         else:
             app = make_app(self.storage, **self.app_options)
-        sockets = tornado.netutil.bind_sockets(0, self.address)
+        sockets = tornado.netutil.bind_sockets(0, "127.0.0.1")
         server = tornado.httpserver.HTTPServer(app, **self.server_options)
         server.add_sockets(sockets)
         self.port = sockets[0].getsockname()[1]
