@@ -5,8 +5,9 @@
 ``gridserve_streams_in_flight``, ``gridserve_upload_bytes_total``,
 ``gridserve_storage_seconds{operation}`` (a histogram of storage lookups and writes),
 ``gridserve_storage_read_bytes_total{storage}`` (bytes the handlers took from a storage's
-``read()``, by :func:`storage_kind`: compared with ``gridserve_sent_bytes_total`` it shows what
-abandoned responses cost the storage).
+``read()``, by :func:`storage_kind`: what answering cost the storage; a response abandoned by
+its client counts what was read for it, including what the kernel had queued and never
+delivered, which ``scripts/bench --waste`` sets against what clients consumed).
 Handlers find the application's :class:`Metrics` in ``settings["gridserve_metrics"]``; an
 application without it records nothing.
 """
