@@ -87,8 +87,10 @@ def assert_head_is_get(
 
 
 def private_reads(request: Any, action: str, target: Any) -> bool:
-    """Everyone reads except under ``private/``; everyone may write (for 413 and 415)."""
-    return action != "read" or not target.filename.startswith("private/")
+    """Everyone reads except under ``private/``; everyone may write (for 413 and 415). A miss
+    is asked with the requested name, a hit with the file."""
+    name = target if isinstance(target, str) else target.filename
+    return action != "read" or not name.startswith("private/")
 
 
 CORPUS: list[tuple[str, dict[str, str], int]] = [
