@@ -1,6 +1,8 @@
 """Prometheus metrics (prometheus_client), one registry per application.
 
-``gridserve_requests_total{method,status}``, ``gridserve_sent_bytes_total``,
+``gridserve_requests_total{method,status}`` (``method`` one of :data:`KNOWN_METHODS`, anything
+else counted as ``other``: a client cannot grow the label set by inventing methods),
+``gridserve_sent_bytes_total``,
 ``gridserve_range_requests_total{kind}`` (single, multi, unsatisfiable),
 ``gridserve_streams_in_flight``, ``gridserve_upload_bytes_total``,
 ``gridserve_storage_seconds{operation}`` (a histogram of storage lookups and writes),
@@ -22,6 +24,14 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 CONTENT_TYPE = CONTENT_TYPE_LATEST
+KNOWN_METHODS = frozenset(
+    {"GET", "HEAD", "PUT", "POST", "DELETE", "OPTIONS", "PATCH", "CONNECT", "TRACE"}
+)
+
+
+def method_label(method: str | None) -> str:
+    """The ``method`` label for a request method: itself if known, else ``other``."""
+    return method if method in KNOWN_METHODS else "other"
 
 
 STORAGE_KINDS = {"GridFSStorage": "gridfs", "LocalStorage": "local", "S3Storage": "s3"}
@@ -60,6 +70,11 @@ class Metrics:
             buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
             registry=r,
         )
+
+    def count_request(self, method: str | None, status: int) -> None:
+        """Counts one answered request. ``status`` is ours (a bounded set), ``method`` the
+        client's, hence mapped through :func:`method_label`."""
+        self.requests.labels(method_label(method), str(status)).inc()
 
     @contextmanager
     def timed(self, operation: str) -> Iterator[None]:

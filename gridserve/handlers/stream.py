@@ -120,7 +120,7 @@ class StorageRequestHandler(PlainErrors):
     def on_finish(self) -> None:
         self._untrack()
         if self.metrics is not None:
-            self.metrics.requests.labels(self.request.method, str(self.get_status())).inc()
+            self.metrics.count_request(self.request.method, self.get_status())
 
     def on_connection_close(self) -> None:
         if self._tracker is not None:
