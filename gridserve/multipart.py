@@ -5,14 +5,21 @@ each through the parser and queues what it found (part starts with their headers
 ends) in a small bounded queue, so memory stays bounded whatever the body size and the producer
 waits while the consumer (a storage's ``save``) is slow. :meth:`MultipartReader.parts` yields
 :class:`Part` objects whose :meth:`Part.data` streams that part's bytes.
+
+Part headers are kept as the bytes that arrived: browsers send form file names as raw UTF-8
+(RFC 7578 section 4.2, the HTML standard), which :func:`parse_disposition` decodes; an RFC 6266
+``filename*=UTF-8''...`` parameter wins over ``filename``. Any byte sequence parses: the
+worst a client gets is a name that the name rules then refuse.
 """
 
 from __future__ import annotations
 
 import asyncio
+import re
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import unquote_to_bytes
 
 from python_multipart.exceptions import MultipartParseError
 from python_multipart.multipart import MultipartParser, parse_options_header
@@ -29,7 +36,7 @@ class MultipartError(Exception):
 class _Event:
     kind: str  # "part", "data", "end-part", "end", "error"
     data: bytes = b""
-    headers: dict[str, str] = field(default_factory=dict)
+    headers: dict[str, bytes] = field(default_factory=dict)
 
 
 def _decode(raw: bytes) -> str:
@@ -37,6 +44,49 @@ def _decode(raw: bytes) -> str:
         return raw.decode("utf-8")
     except UnicodeDecodeError:
         return raw.decode("latin-1")
+
+
+def parse_disposition(raw: bytes) -> dict[str, str]:
+    """The parameters of a ``Content-Disposition`` header value, names lower-cased, values
+    decoded (UTF-8, else Latin-1). Quoted values keep their bytes except ``\\"`` and
+    ``\\\\`` (so a Windows path's backslashes survive); ``filename*`` (RFC 5987/8187
+    ``charset'lang'%XX``) replaces ``filename`` when it decodes."""
+    params: dict[str, str] = {}
+    position = raw.find(b";")
+    while 0 <= position < len(raw):
+        match = _PARAMETER.match(raw, position + 1)
+        if match is None:
+            position = raw.find(b";", position + 1)
+            continue
+        name = _decode(match.group(1)).lower()
+        if match.group(2) is not None:
+            value = _UNESCAPE.sub(rb"\1", match.group(2))
+        else:
+            value = (match.group(3) or b"").strip()
+        params.setdefault(name, _decode(value))
+        position = raw.find(b";", match.end())
+    extended = params.pop("filename*", None)
+    if extended is not None:
+        decoded = _decode_extended(extended)
+        if decoded is not None:
+            params["filename"] = decoded
+    return params
+
+
+_PARAMETER = re.compile(rb'\s*([^\s=;"]+)\s*=\s*(?:"((?:[^"\\]|\\.)*)"?|([^;]*))', re.DOTALL)
+_UNESCAPE = re.compile(rb'\\(["\\])')
+
+
+def _decode_extended(value: str) -> str | None:
+    """An RFC 8187 ``charset'language'value``, or None if it is not one."""
+    charset, quote1, rest = value.partition("'")
+    _, quote2, encoded = rest.partition("'")
+    if not (quote1 and quote2) or charset.lower() not in ("utf-8", "iso-8859-1"):
+        return None
+    try:
+        return unquote_to_bytes(encoded).decode(charset.lower())
+    except UnicodeDecodeError:
+        return None
 
 
 @dataclass
@@ -81,7 +131,7 @@ class MultipartReader:
         self._ended = False
         self._header_field = bytearray()
         self._header_value = bytearray()
-        self._headers: dict[str, str] = {}
+        self._headers: dict[str, bytes] = {}
         self._header_bytes = 0
         callbacks: Any = {
             "on_part_begin": self._on_part_begin,
@@ -115,9 +165,7 @@ class MultipartReader:
             raise MultipartParseError("part headers too large")
 
     def _on_header_end(self) -> None:
-        self._headers[_decode(bytes(self._header_field)).lower()] = _decode(
-            bytes(self._header_value)
-        )
+        self._headers[_decode(bytes(self._header_field)).lower()] = bytes(self._header_value)
         self._header_field.clear()
         self._header_value.clear()
 
@@ -184,14 +232,12 @@ class MultipartReader:
                 return
             if event.kind != "part":
                 raise MultipartError(f"unexpected {event.kind} between parts")
-            disposition = event.headers.get("content-disposition", "")
-            _, params = parse_options_header(disposition)
-            filename = params.get(b"filename")
-            name = params.get(b"name")
+            params = parse_disposition(event.headers.get("content-disposition", b""))
+            content_type = event.headers.get("content-type")
             current = Part(
-                name=_decode(name) if name is not None else None,
-                filename=_decode(filename) if filename is not None else None,
-                content_type=event.headers.get("content-type"),
+                name=params.get("name"),
+                filename=params.get("filename"),
+                content_type=_decode(content_type) if content_type is not None else None,
                 _reader=self,
             )
             yield current

@@ -1,6 +1,7 @@
 """Upload policy: names, types, sizes and conflicts, decided without a server.
 
-- :func:`sanitize_name` turns a requested name into a storage key or raises :class:`Rejected`.
+- :func:`sanitize_name` turns a requested name into a storage key or raises :class:`Rejected`
+  (the rules are :mod:`gridserve.names`').
 - :func:`sniff` asks libmagic (python-magic) what the first bytes are.
 - :func:`decide_content_type` picks what to store from the declared and the sniffed type; a
   client never gets to label active content (HTML, SVG, XML, scripts) as something else, nor to
@@ -13,13 +14,12 @@
 from __future__ import annotations
 
 import posixpath
-import unicodedata
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Literal
 
 from gridserve.mediatypes import DEFAULT_TYPE, guess_type, is_valid_media_type
-from gridserve.storage.base import MAX_KEY_BYTES
+from gridserve.names import InvalidName, normalize_folder, normalize_name
 
 SNIFF_BYTES = 8192
 GENERIC_TYPES = frozenset(
@@ -58,28 +58,19 @@ class Rejected(Exception):
 
 
 def sanitize_name(name: str, *, basename_only: bool = False) -> str:
-    """The storage key for a requested name, or :class:`Rejected` (400).
+    """:func:`gridserve.names.normalize_name` with its refusal as :class:`Rejected` (400)."""
+    try:
+        return normalize_name(name, basename_only=basename_only)
+    except InvalidName as exc:
+        raise Rejected(400, str(exc)) from None
 
-    Refuses control characters, empty/``.``/``..`` segments and hidden (dot) segments, never
-    silently rewriting a path into another. With ``basename_only`` (form uploads, whose
-    ``filename`` should be a bare name) only the last segment of ``/`` or ``\\`` paths is kept.
-    The result is NFC-normalised, so the same visible name is the same key.
-    """
-    if basename_only:
-        name = name.replace("\\", "/").rsplit("/", 1)[-1]
-    name = unicodedata.normalize("NFC", name)
-    if not name:
-        raise Rejected(400, "empty file name")
-    if any(unicodedata.category(c) in ("Cc", "Cf", "Zl", "Zp") for c in name):
-        raise Rejected(400, "control character in file name")
-    for segment in name.split("/"):
-        if segment in ("", ".", ".."):
-            raise Rejected(400, "empty, '.' or '..' segment in file name")
-        if segment.startswith("."):
-            raise Rejected(400, "hidden (dot) segment in file name")
-    if len(name.encode("utf-8")) > MAX_KEY_BYTES:
-        raise Rejected(400, f"file name longer than {MAX_KEY_BYTES} bytes")
-    return name
+
+def sanitize_folder(folder: str) -> str:
+    """:func:`gridserve.names.normalize_folder` with its refusal as :class:`Rejected` (400)."""
+    try:
+        return normalize_folder(folder)
+    except InvalidName as exc:
+        raise Rejected(400, str(exc)) from None
 
 
 def renamed(name: str, attempt: int) -> str:

@@ -62,6 +62,7 @@ from gridserve.uploads import (
     UploadPolicy,
     decide_content_type,
     renamed,
+    sanitize_folder,
     sanitize_name,
     sniff,
 )
@@ -284,9 +285,7 @@ class FilesHandler(GridFSHandler):
         self._upload = asyncio.ensure_future(self._store(name, declared, channel.chunks()))
 
     async def _start_post(self, key: str) -> None:
-        directory = key if key == "" or key.endswith("/") else key + "/"
-        if directory:
-            sanitize_name(directory.rstrip("/"))
+        directory = sanitize_folder(key)
         await self.authorize("write", directory)
         try:
             self._multipart = MultipartReader(self.request.headers.get("Content-Type", ""))
@@ -371,8 +370,8 @@ class FilesHandler(GridFSHandler):
                 if part.name != "file" or part.filename is None:
                     await part.skip()
                     continue
-                name = sanitize_name(part.filename, basename_only=True)
-                stored.append(await self._store(directory + name, part.content_type, part.data()))
+                name = sanitize_name(directory + sanitize_name(part.filename, basename_only=True))
+                stored.append(await self._store(name, part.content_type, part.data()))
         except BaseException:
             # All or nothing: a failure in a later file takes back the earlier ones.
             for info in stored:
