@@ -212,8 +212,11 @@ def settings_for(
 # -- storage and logging ----------------------------------------------------------------------
 
 
-def open_storage(values: dict[str, Any]) -> Storage:
+def open_storage(values: dict[str, Any], *, create_default: bool = False) -> Storage:
+    """The storage the settings name. A missing local directory is an error unless
+    ``--create``, or it is the embedded default and ``create_default`` (serve, put)."""
     uri = values.get("storage") or DEFAULT_LOCAL_DIR
+    create = bool(values.get("create")) or (create_default and not values.get("storage"))
     options: dict[str, Any] = {}
     if uri.startswith("s3://"):
         if values.get("s3_endpoint"):
@@ -226,7 +229,7 @@ def open_storage(values: dict[str, Any]) -> Storage:
         if values.get("file_cache_seconds") is not None:
             options["file_cache_seconds"] = values["file_cache_seconds"]
     try:
-        return from_uri(uri, bucket=values.get("bucket") or "fs", **options)
+        return from_uri(uri, bucket=values.get("bucket") or "fs", create=create, **options)
     except StorageURIError as exc:
         raise UsageError(str(exc)) from exc
 
@@ -309,7 +312,7 @@ def serve(values: dict[str, Any], print_config: bool) -> int:
         raise UsageError(str(exc)) from exc
     files = configure_logging(values)
     uri = values.get("storage") or DEFAULT_LOCAL_DIR
-    probe = open_storage(values)
+    probe = open_storage(values, create_default=True)
     if not values.get("storage"):
         log.info(
             "no --storage given: using %s (the embedded default; "
@@ -348,7 +351,7 @@ def _forward_to_children(signum: int, frame: object) -> None:
 async def _serve_forever(
     values: dict[str, Any], acl: ACL, sockets: list[Any], files: list[ReopenableFileHandler]
 ) -> int:
-    storage = open_storage(values)
+    storage = open_storage(values, create_default=True)
     app = make_app(
         storage,
         values["prefix"],
@@ -547,7 +550,7 @@ TOOLS: dict[str, Callable[[argparse.Namespace, Storage], Awaitable[int]]] = {
 
 
 async def run_tool(args: argparse.Namespace, values: dict[str, Any]) -> int:
-    storage = open_storage(values)
+    storage = open_storage(values, create_default=args.command == "put")
     try:
         return await TOOLS[args.command](args, storage)
     except FileNotFound as exc:

@@ -125,6 +125,12 @@ STORAGE_SETTINGS = (
         "(PATH or file:PATH); default for serve: ./gridserve-data",
         metavar="URI",
     ),
+    Setting(
+        "create",
+        False,
+        parse_bool,
+        "create the --storage directory if it does not exist (else a missing one is an error)",
+    ),
     Setting("bucket", "fs", str, "GridFS bucket (default fs)"),
     Setting(
         "s3_endpoint", None, str, "S3-compatible endpoint URL (MinIO, Ceph, R2)", metavar="URL"

@@ -35,13 +35,14 @@ class StorageURIError(ValueError):
     """A storage URI that names no storage we can build."""
 
 
-def from_uri(uri: str, *, bucket: str = "fs", **options: Any) -> Storage:
+def from_uri(uri: str, *, bucket: str = "fs", create: bool = True, **options: Any) -> Storage:
     """Builds the storage a URI names.
 
     - ``mongodb://...`` or ``mongodb+srv://...``: GridFS in the URI's database, bucket
       ``bucket``; ``file_cache_seconds`` goes to :class:`GridFSStorage`, other ``options`` to
       ``AsyncMongoClient``.
-    - ``file:PATH``, ``file://PATH`` or a plain path: :class:`LocalStorage` (created if absent).
+    - ``file:PATH``, ``file://PATH`` or a plain path: :class:`LocalStorage`; a missing
+      directory is created with ``create`` (the default), else a :class:`StorageURIError`.
     - ``s3://bucket/prefix``: :class:`~gridserve.storage.s3.S3Storage`; ``options`` go to
       aiobotocore's client (``endpoint_url``, ``region_name``, ...), credentials come from the
       standard AWS chain unless given.
@@ -54,7 +55,11 @@ def from_uri(uri: str, *, bucket: str = "fs", **options: Any) -> Storage:
         if not path:
             raise StorageURIError("empty path for a local storage")
         try:
-            return LocalStorage(path)
+            return LocalStorage(path, create=create)
+        except FileNotFoundError:
+            raise StorageURIError(
+                f"no directory {path!r} (--create makes it; check the path for a typo)"
+            ) from None
         except OSError as exc:
             raise StorageURIError(f"cannot use {path!r} as a local storage: {exc}") from exc
     if scheme in ("mongodb", "mongodb+srv"):

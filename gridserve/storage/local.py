@@ -1,33 +1,52 @@
 """Local-disk storage: files under a root directory, the embedded default.
 
 Layout: the file named ``show/ep1.webm`` is ``ROOT/show/ep1.webm``, a plain file an operator
-can see, back up, or drop in by hand; what it was uploaded with (content type, digests, user
-metadata) is kept beside it in ``ROOT/.gridserve/meta/show/ep1.webm.json``. A sidecar records
-the size and mtime of the content it describes and is ignored when they no longer match (the
-file was replaced by hand, or a crash fell between the two renames), so it can never lend a
-stale ETag to new content. Files without a sidecar are served from what ``stat`` says.
+can see, back up, or drop in by hand. What it was uploaded with (content type, digests, user
+metadata) is kept in a sidecar named by the SHA-256 of the name,
+``ROOT/.gridserve/meta/ab/abcdef....json`` (the name is stored inside), so no content name can
+collide with a sidecar or make its path too long. A sidecar records the size and mtime of the
+content it describes and is ignored when they no longer match (the file was replaced by hand,
+or a crash fell between the two renames), so it can never lend a stale ETag to new content.
+Files without a sidecar are served from what ``stat`` says. Sidecars of the layout before 0.3
+(``.gridserve/meta/<name>.json``) are still read, and replaced on the name's next write.
 
-Keys map to paths safely: no empty, ``.`` or ``..`` segments (:class:`InvalidKey`); no segment
-starting with a dot (hidden, so ``.gridserve``, ``.git`` or ``.env`` are never served); the
-resolved real path must stay under the real root, so a symlink cannot lead out of it.
+The tree is the user's: reading, listing and serving create nothing, so a read-only tree is
+served; ``ROOT/.gridserve/`` (sidecars and temporary files) appears on the first write only.
+Files are written with the mode the process umask gives (``0644`` under ``022``).
+
+Keys map to paths safely: no empty, ``.`` or ``..`` segments and no segment longer than
+``NAME_MAX`` (:class:`InvalidKey`); no segment starting with a dot (hidden, so ``.gridserve``,
+``.git`` or ``.env`` are never served); the real path (after links) must stay under the real
+root: links whose target is inside the root are followed (files and folders, in listings too),
+links leading out are not found (the reason logged at DEBUG). Errors a request's path causes
+(too long, a link loop, no permission) are :class:`FileNotFound` or :class:`InvalidKey`, never
+an outage, and never log a disk path above DEBUG.
 
 Writes are atomic: content goes to a temporary file under ``ROOT/.gridserve/tmp``, is fsynced
 and renamed into place; an aborted upload leaves nothing visible. Revisions: this storage keeps
 the newest revision only (saving an existing name replaces it atomically); ``rev`` ``-1`` and
 ``0`` both name it, any other revision is not found.
+
+Listings walk only the prefix's folder, in order, and stop after ``limit`` names
+(:mod:`gridserve.storage.localtree`); they run on a small executor of their own, at most
+``max_listings`` at a time, so they never delay an upload's fsync on the shared thread pool.
 """
 
 from __future__ import annotations
 
 import asyncio
 import builtins
-import contextlib
+import errno
+import hashlib
 import json
+import logging
 import os
 import stat
 import tempfile
 from collections.abc import AsyncGenerator, AsyncIterable, AsyncIterator, Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timezone
+from itertools import islice
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -42,14 +61,27 @@ from gridserve.storage.base import (
     check_key,
     stored_content_type,
 )
+from gridserve.storage.localtree import walk_names
+
+log = logging.getLogger("gridserve.storage.local")
 
 T = TypeVar("T")
 READ_BLOCK = 64 * 1024  # per slow client, one block is in flight: keep it small
 STATE_DIR = ".gridserve"
+NAME_MAX = 255
+LIST_THREADS = 2
+MAX_LISTINGS = 4
+# Errors a request's own path causes: the name is not there for it, whatever the disk holds.
+NOT_FOUND_ERRNOS = frozenset(
+    {errno.ENOENT, errno.ENOTDIR, errno.EISDIR, errno.ELOOP, errno.EACCES, errno.EPERM}
+)
 
 
 class LocalStorage(Storage):
-    """Files under ``root`` (created if absent). ``block_size`` is the read granularity.
+    """Files under ``root``. ``block_size`` is the read granularity. A missing ``root`` is
+    created with ``create=True`` (the default), else :class:`FileNotFoundError`; a root that
+    is not a directory is :class:`NotADirectoryError`. ``max_listings`` listings run at once
+    (more wait their turn) on ``list_threads`` threads of their own.
 
     File system calls run on the event loop, as Tornado's ``StaticFileHandler`` and nginx
     (without aio) make them: on a local disk they return from the page cache in microseconds,
@@ -64,16 +96,27 @@ class LocalStorage(Storage):
         *,
         block_size: int = READ_BLOCK,
         io_threads: bool = False,
+        create: bool = True,
+        list_threads: int = LIST_THREADS,
+        max_listings: int = MAX_LISTINGS,
     ) -> None:
         self.root = Path(root).absolute()
         self.block_size = block_size
         self.io_threads = io_threads
-        self.root.mkdir(parents=True, exist_ok=True)
+        if create:
+            self.root.mkdir(parents=True, exist_ok=True)
+        elif not self.root.exists():
+            raise FileNotFoundError(errno.ENOENT, "no such directory", str(self.root))
+        if not self.root.is_dir():
+            raise NotADirectoryError(errno.ENOTDIR, "not a directory", str(self.root))
         self.real_root = self.root.resolve()
         self._real_root_str = str(self.real_root)
         self.state = self.real_root / STATE_DIR
-        (self.state / "tmp").mkdir(parents=True, exist_ok=True)
-        (self.state / "meta").mkdir(parents=True, exist_ok=True)
+        self.file_mode = 0o666 & ~_process_umask()
+        self._list_threads = list_threads
+        self._max_listings = max_listings
+        self._list_executor: ThreadPoolExecutor | None = None
+        self._listings: asyncio.Semaphore | None = None
 
     @property
     def description(self) -> str:
@@ -94,14 +137,21 @@ class LocalStorage(Storage):
                 raise InvalidKey("empty, '.' or '..' path segment")
             if segment.startswith("."):
                 raise FileNotFound(key)  # hidden: never served, never written
+            if len(os.fsencode(segment)) > NAME_MAX:
+                raise InvalidKey(f"a name segment longer than {NAME_MAX} bytes")
         return "/".join(segments)
 
     def _content_path(self, relative: str) -> Path:
+        """The path a write of ``relative`` goes to; :class:`InvalidKey` if a link on the way
+        leads outside the root (nothing may be written there)."""
         path = self.real_root / relative
-        real = Path(os.path.realpath(path))
-        if real != self.real_root and self.real_root not in real.parents:
-            raise FileNotFound(relative)  # a symlink pointing out of the root
+        if not self._real_inside(os.path.realpath(path.parent)):
+            log.debug("write of %s refused: %s leads outside the root", relative, path.parent)
+            raise InvalidKey(f"{relative}: a folder on the way leads outside the storage")
         return path
+
+    def _real_inside(self, real: str) -> bool:
+        return real == self._real_root_str or real.startswith(self._real_root_str + os.sep)
 
     def _open_inside(self, relative: str) -> tuple[int, os.stat_result]:
         """Opens a regular file under the root for reading: (fd, its stat). Raises FileNotFound
@@ -110,13 +160,14 @@ class LocalStorage(Storage):
         path = os.path.join(self._real_root_str, relative)
         try:
             fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)
-        except (FileNotFoundError, NotADirectoryError, IsADirectoryError) as exc:
-            raise FileNotFound(relative) from exc
         except OSError as exc:
-            raise StorageUnavailable(f"{path}: {exc.strerror}") from exc
+            raise _request_error(relative, path, exc) from None
         try:
             st = os.fstat(fd)
-            if not stat.S_ISREG(st.st_mode) or not self._is_inside(fd, path):
+            if not stat.S_ISREG(st.st_mode):
+                raise FileNotFound(relative)
+            if not self._is_inside(fd, path):
+                log.debug("%s not found: %s leads outside the root", relative, path)
                 raise FileNotFound(relative)
         except BaseException:
             os.close(fd)
@@ -131,6 +182,11 @@ class LocalStorage(Storage):
         return real.startswith(self._real_root_str + os.sep)
 
     def _meta_path(self, relative: str) -> Path:
+        digest = hashlib.sha256(relative.encode("utf-8", "surrogateescape")).hexdigest()
+        return self.state / "meta" / digest[:2] / f"{digest}.json"
+
+    def _old_meta_path(self, relative: str) -> Path:
+        """Where the layout before 0.3 kept the sidecar (read as a fallback)."""
         return self.state / "meta" / (relative + ".json")
 
     # -- reading -------------------------------------------------------------------------
@@ -161,17 +217,18 @@ class LocalStorage(Storage):
         )
 
     def _read_sidecar(self, relative: str, st: os.stat_result) -> dict[str, Any]:
-        try:
-            sidecar = json.loads(self._meta_path(relative).read_text("utf-8"))
-        except (OSError, ValueError):
-            return {}
-        if (
-            not isinstance(sidecar, dict)
-            or sidecar.get("size") != st.st_size
-            or sidecar.get("mtime_ns") != st.st_mtime_ns
-        ):
+        sidecar = _load_json(self._meta_path(relative))
+        if sidecar.get("key") != relative:
+            sidecar = self._read_old_sidecar(relative)
+        if sidecar.get("size") != st.st_size or sidecar.get("mtime_ns") != st.st_mtime_ns:
             return {}
         return sidecar
+
+    def _read_old_sidecar(self, relative: str) -> dict[str, Any]:
+        """The sidecar of the old layout, if there is one (it has no ``key``: a file there
+        with a ``key`` is a new sidecar whose hash happens to look like that name)."""
+        sidecar = _load_json(self._old_meta_path(relative))
+        return {} if "key" in sidecar else sidecar
 
     async def read(
         self, info: FileInfo, start: int = 0, stop: int | None = None
@@ -199,26 +256,41 @@ class LocalStorage(Storage):
     async def list(
         self, prefix: str = "", limit: int = 100, after: str = ""
     ) -> AsyncIterator[FileInfo]:
-        for info in await asyncio.to_thread(self._list_sync, prefix, limit, after):
+        if self._list_executor is None or self._listings is None:
+            self._list_executor = ThreadPoolExecutor(
+                self._list_threads, thread_name_prefix="gridserve-list"
+            )
+            self._listings = asyncio.Semaphore(self._max_listings)
+        async with self._listings:
+            loop = asyncio.get_running_loop()
+            found = await loop.run_in_executor(
+                self._list_executor, self._list_sync, prefix, limit, after
+            )
+        for info in found:
             yield info
 
     def _list_sync(self, prefix: str, limit: int, after: str) -> builtins.list[FileInfo]:
         found: builtins.list[FileInfo] = []
-        for directory, subdirs, files in os.walk(self.real_root):
-            subdirs[:] = sorted(d for d in subdirs if not d.startswith("."))
-            base = Path(directory).relative_to(self.real_root).as_posix()
-            for name in sorted(f for f in files if not f.startswith(".")):
-                relative = name if base == "." else f"{base}/{name}"
-                if not relative.startswith(prefix) or relative <= after:
-                    continue
-                with contextlib.suppress(FileNotFound, StorageUnavailable):
+        names = walk_names(self._real_root_str, prefix, after)
+        while len(found) < limit:
+            batch = builtins.list(islice(names, limit - len(found)))
+            if not batch:
+                break
+            for relative in batch:
+                try:
                     found.append(self._resolve_sync(relative))
-        found.sort(key=lambda info: info.filename)
-        return found[:limit]
+                except (FileNotFound, InvalidKey, StorageUnavailable):
+                    continue  # gone, or unreadable, since the walk saw it
+        return found
 
     async def ping(self) -> None:
         if not await self._io(os.path.isdir, self.real_root):
             raise StorageUnavailable(f"{self.root} is not a directory")
+
+    async def close(self) -> None:
+        if self._list_executor is not None:
+            self._list_executor.shutdown(wait=False)
+            self._list_executor = None
 
     # -- writing -------------------------------------------------------------------------
 
@@ -232,7 +304,8 @@ class LocalStorage(Storage):
     ) -> FileInfo:
         relative = self._relative(name)
         target = self._content_path(relative)
-        fd, tmp_name = tempfile.mkstemp(dir=self.state / "tmp", prefix="upload-")
+        # Synchronous on purpose: a cancellation while a thread made the file would leak it.
+        fd, tmp_name = self._temporary_file()
         tmp = Path(tmp_name)
         digests = UploadDigests()
         try:
@@ -258,32 +331,99 @@ class LocalStorage(Storage):
             tmp.unlink(missing_ok=True)  # noqa: ASYNC240
             raise
 
+    def _temporary_file(self) -> tuple[int, str]:
+        """A new file under ``.gridserve/tmp`` (created on the first write), with the mode the
+        umask gives: what it will have once renamed into place."""
+        tmp_dir = self.state / "tmp"
+        try:
+            tmp_dir.mkdir(parents=True, exist_ok=True)
+            fd, name = tempfile.mkstemp(dir=tmp_dir, prefix="up-")
+        except OSError as exc:
+            log.debug("cannot create a file in %s: %s", tmp_dir, exc)
+            raise StorageUnavailable(f"cannot write to the storage: {exc.strerror}") from None
+        os.fchmod(fd, self.file_mode)
+        return fd, name
+
     def _commit(self, tmp: Path, target: Path, relative: str, sidecar: dict[str, Any]) -> FileInfo:
         try:
             target.parent.mkdir(parents=True, exist_ok=True)
         except (FileExistsError, NotADirectoryError) as exc:
             raise InvalidKey(f"{relative}: a parent segment is a file") from exc
+        except OSError as exc:
+            raise _request_error(relative, str(target.parent), exc, writing=True) from None
+        self._content_path(relative)  # again, now that the folders exist: no link swapped in
         if target.is_dir():
             raise InvalidKey(f"{relative} is a directory")
         st = tmp.stat()
-        sidecar.update(size=st.st_size, mtime_ns=st.st_mtime_ns)
+        sidecar.update(key=relative, size=st.st_size, mtime_ns=st.st_mtime_ns)
         meta_path = self._meta_path(relative)
         meta_path.parent.mkdir(parents=True, exist_ok=True)
-        meta_tmp = meta_path.with_name(meta_path.name + ".tmp")
-        meta_tmp.write_text(json.dumps(sidecar), "utf-8")
-        os.replace(meta_tmp, meta_path)
-        os.replace(tmp, target)
+        meta_fd, meta_tmp = tempfile.mkstemp(dir=self.state / "tmp", prefix="meta-")
+        try:
+            os.fchmod(meta_fd, self.file_mode)
+            with os.fdopen(meta_fd, "w", encoding="utf-8") as out:
+                json.dump(sidecar, out)
+            os.replace(meta_tmp, meta_path)
+            os.replace(tmp, target)
+        except BaseException:
+            Path(meta_tmp).unlink(missing_ok=True)
+            raise
         _fsync_dir(target.parent)
+        self._remove_old_sidecar(relative)
         return self._info(relative, target.stat())
+
+    def _remove_old_sidecar(self, relative: str) -> None:
+        if self._read_old_sidecar(relative):
+            self._old_meta_path(relative).unlink(missing_ok=True)
 
     async def delete(self, info: FileInfo) -> None:
         relative = self._relative(info.filename)
         path = self._content_path(relative)
         try:
             await self._io(path.unlink)
-        except FileNotFoundError as exc:
-            raise FileNotFound(relative) from exc
+        except OSError as exc:
+            raise _request_error(relative, str(path), exc, writing=True) from None
         await self._io(self._meta_path(relative).unlink, missing_ok=True)
+        await self._io(self._remove_old_sidecar, relative)
+
+
+def _request_error(
+    relative: str, path: str, exc: OSError, *, writing: bool = False
+) -> FileNotFound | InvalidKey | StorageUnavailable:
+    """The storage error for an ``OSError`` on the path of ``relative``: what the request's
+    own path causes is not found or invalid; the rest is an outage. The disk path is logged
+    at DEBUG only (a stranger's request must not put it in the logs)."""
+    log.debug("%s: %s on %s", relative, exc.strerror, path)
+    if exc.errno in (errno.ENAMETOOLONG, errno.EINVAL):
+        return InvalidKey(f"{relative}: not a possible file name here")
+    if writing and exc.errno in (errno.ELOOP, errno.ENOTDIR, errno.EEXIST):
+        return InvalidKey(f"{relative}: a folder on the way is not a folder")
+    if exc.errno in NOT_FOUND_ERRNOS and not (writing and exc.errno in (errno.EACCES, errno.EPERM)):
+        return FileNotFound(relative)
+    return StorageUnavailable(f"{relative}: {exc.strerror}")
+
+
+def _load_json(path: Path) -> dict[str, Any]:
+    try:
+        value = json.loads(path.read_text("utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return value if isinstance(value, dict) else {}
+
+
+def _process_umask() -> int:
+    """The umask, read without changing it where Linux says it (``os.umask`` sets it, which
+    would race with threads creating files)."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def _fsync_dir(directory: Path) -> None:
