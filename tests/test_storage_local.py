@@ -286,6 +286,7 @@ async def test_local_listing_pages_through_everything(storage: Storage, tree: Pa
     pages: list[str] = []
     after = ""
     while page := [i.filename async for i in storage.list("", 2, after)]:
+        assert len(pages) < 100, "the cursor does not advance"
         pages += page
         after = page[-1]
     assert pages == sorted(n for n in TREE_NAMES if n != "b/a/b")
@@ -294,3 +295,33 @@ async def test_local_listing_pages_through_everything(storage: Storage, tree: Pa
 async def test_local_listing_refuses_odd_prefixes_quietly(storage: Storage, tree: Path) -> None:
     for prefix in ("../", "/etc/", "a//", ".gridserve/", "b/../", "x" * 300 + "/"):
         assert [i async for i in storage.list(prefix)] == []
+
+
+def wide_tree(root: Path) -> list[str]:
+    """A folder of 300 entries (more than a small page sorts wholly), files and folders whose
+    names interleave around "/"."""
+    names = []
+    for number in range(100):
+        names += [f"w/n{number}", f"w/n{number}-x", f"w/n{number}x/a"]
+    for name in names:
+        path = root / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(name)
+    return sorted(names)
+
+
+@pytest.mark.parametrize("limit", [1, 3, 50])
+async def test_local_listing_of_a_wide_folder_pages_in_order(
+    storage: Storage, local_root: Path, limit: int
+) -> None:
+    names = wide_tree(local_root)
+    pages: list[str] = []
+    after = ""
+    while page := [i.filename async for i in storage.list("w/", limit + 1, after)][:limit]:
+        assert len(pages) <= len(names), "the cursor does not advance"
+        pages += page
+        after = page[-1]
+    assert pages == names
+    assert [i.filename async for i in storage.list("w/n1", 4, "w/n1-x")] == names[
+        names.index("w/n1-x") + 1 : names.index("w/n1-x") + 5
+    ]

@@ -271,7 +271,7 @@ class LocalStorage(Storage):
 
     def _list_sync(self, prefix: str, limit: int, after: str) -> builtins.list[FileInfo]:
         found: builtins.list[FileInfo] = []
-        names = walk_names(self._real_root_str, prefix, after)
+        names = walk_names(self._real_root_str, prefix, after, want=limit)
         while len(found) < limit:
             batch = builtins.list(islice(names, limit - len(found)))
             if not batch:

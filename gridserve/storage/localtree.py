@@ -15,6 +15,7 @@ logged at DEBUG).
 
 from __future__ import annotations
 
+import heapq
 import logging
 import os
 import stat
@@ -30,10 +31,12 @@ def sort_key(name: str, is_dir: bool) -> str:
     return name + "/" if is_dir else name
 
 
-def walk_names(real_root: str, prefix: str = "", after: str = "") -> Iterator[str]:
+def walk_names(real_root: str, prefix: str = "", after: str = "", want: int = 0) -> Iterator[str]:
     """Names (relative, ``/``-separated) of the non-hidden files and file links under
     ``real_root`` (a resolved path) that start with ``prefix`` and sort after ``after``, in
-    name order. Entries that vanish or cannot be read while walking are skipped."""
+    name order. Entries that vanish or cannot be read while walking are skipped (the caller
+    opens each name and skips what is not a regular file). ``want`` is a hint: how many names
+    the caller expects to take (a large folder is then partly sorted, not wholly)."""
     folder, _, tail = prefix.rpartition("/")
     base = ""
     if folder:
@@ -48,7 +51,7 @@ def walk_names(real_root: str, prefix: str = "", after: str = "") -> Iterator[st
     ancestors: list[tuple[int, int]] = []  # the folders on the way: a link back is a loop
     path = real_root
     try:
-        for segment in [""] + (folder.split("/") if folder else []):
+        for segment in ["", *(folder.split("/") if folder else [])]:
             path = os.path.join(path, segment) if segment else path
             st = os.stat(path)
             if not stat.S_ISDIR(st.st_mode) or (st.st_dev, st.st_ino) in ancestors:
@@ -56,7 +59,7 @@ def walk_names(real_root: str, prefix: str = "", after: str = "") -> Iterator[st
             ancestors.append((st.st_dev, st.st_ino))
     except OSError:
         return
-    yield from _walk(real_root, start, base, tail, after, ancestors)
+    yield from _walk(real_root, start, base, tail, after, ancestors, max(want, 0))
 
 
 def _walk(
@@ -66,44 +69,76 @@ def _walk(
     tail: str,
     after: str,
     ancestors: list[tuple[int, int]],
+    want: int,
 ) -> Iterator[str]:
-    entries: list[tuple[str, str, bool]] = []  # (sort key, name, is a folder)
+    keys: list[str] = []  # sort keys: a folder's name ends in "/" (no name contains one)
     try:
         with os.scandir(directory) as scan:
             for entry in scan:
                 name = entry.name
-                if name.startswith(".") or not name.startswith(tail) or not _is_text(name):
+                if name[0] == "." or (tail and not name.startswith(tail)):
                     continue
-                kind = _kind(real_root, entry, ancestors)
-                if kind is not None:
-                    entries.append((sort_key(name, kind), name, kind))
+                if entry.is_symlink():
+                    kind = _link_kind(real_root, entry, ancestors)
+                    if kind is None:
+                        continue
+                    key = name + "/" if kind else name
+                else:
+                    try:
+                        key = name + "/" if entry.is_dir(follow_symlinks=False) else name
+                    except OSError:
+                        continue
+                if after and _before(base + key, after):
+                    continue
+                keys.append(key)
     except OSError as exc:
         log.debug("listing skips %s: %s", directory, exc.strerror)
         return
-    entries.sort()
-    for key, name, is_dir in entries:
+    for key in _in_order(keys, want):
         full = base + key
-        if is_dir:
-            if (full < after and not after.startswith(full)) or len(full) > MAX_KEY_BYTES:
-                continue  # every name below sorts before the cursor, or is too long a key
-            try:
-                st = os.stat(os.path.join(directory, name))
-            except OSError:
-                continue
-            ancestors.append((st.st_dev, st.st_ino))
-            yield from _walk(real_root, os.path.join(directory, name), full, "", after, ancestors)
-            ancestors.pop()
-        elif full > after:
+        if not _is_text(full):
+            continue
+        if key[-1] != "/":
             yield full
+            continue
+        if len(full) > MAX_KEY_BYTES:
+            continue
+        name = key[:-1]
+        try:
+            st = os.stat(os.path.join(directory, name))
+        except OSError:
+            continue
+        ancestors.append((st.st_dev, st.st_ino))
+        yield from _walk(real_root, os.path.join(directory, name), full, "", after, ancestors, want)
+        ancestors.pop()
 
 
-def _kind(real_root: str, entry: os.DirEntry[str], ancestors: list[tuple[int, int]]) -> bool | None:
-    """True for a folder to walk, False for a file to list, None to skip."""
+def _before(full: str, after: str) -> bool:
+    """Whether the file ``full``, or every name below the folder ``full`` (ending in ``/``),
+    sorts at or before the cursor ``after``."""
+    if full[-1] == "/":
+        return full < after and not after.startswith(full)
+    return full <= after
+
+
+def _in_order(keys: list[str], want: int) -> Iterator[str]:
+    """``keys`` sorted, lazily: when the caller likely takes only the first ``want`` of many,
+    those are picked with a heap, and the rest sorted only if it comes to that."""
+    if not want or len(keys) <= 4 * want + 64:
+        keys.sort()
+        yield from keys
+        return
+    first = heapq.nsmallest(want, keys)
+    yield from first
+    last = first[-1]
+    yield from sorted(k for k in keys if k > last)
+
+
+def _link_kind(
+    real_root: str, entry: os.DirEntry[str], ancestors: list[tuple[int, int]]
+) -> bool | None:
+    """For a link: True for a folder to walk, False for a file to list, None to skip."""
     try:
-        if not entry.is_symlink():
-            if entry.is_dir(follow_symlinks=False):
-                return True
-            return False if entry.is_file(follow_symlinks=False) else None
         target = os.path.realpath(entry.path)
         if not _inside(real_root, target):
             log.debug("listing skips %s: a link leading outside the root", entry.path)
