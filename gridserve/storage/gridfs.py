@@ -101,6 +101,35 @@ def point_read_filter(chunk_id: Any, file_id: Any, n: int, *, sharded: bool) -> 
     return {"_id": chunk_id}
 
 
+LISTING_SORT = [("filename", ASCENDING), ("uploadDate", ASCENDING)]
+
+
+def listing_filter(prefix: str, after: str) -> dict[str, Any]:
+    """The files query of a listing: names starting with ``prefix`` (an anchored, escaped
+    regular expression, which MongoDB turns into index bounds) and sorting after ``after``.
+    Two clauses under ``$and`` rather than one ``filename`` document: some servers
+    (mongo-java-server) ignore a ``$gt`` beside a ``$regex``."""
+    clauses: list[dict[str, Any]] = []
+    if prefix:
+        clauses.append({"filename": {"$regex": "^" + re.escape(prefix)}})
+    if after:
+        clauses.append({"filename": {"$gt": after}})
+    if len(clauses) > 1:
+        return {"$and": clauses}
+    return clauses[0] if clauses else {}
+
+
+def _revision_order(doc: Mapping[str, Any]) -> tuple[datetime, str]:
+    """How revisions of one name order (newest last): by upload date, then id."""
+    uploaded = doc.get("uploadDate")
+    moment = (
+        utc(uploaded)
+        if isinstance(uploaded, datetime)
+        else datetime.min.replace(tzinfo=timezone.utc)
+    )
+    return moment, str(doc.get("_id", ""))
+
+
 class GridFSStorage(Storage):
     """Files in a GridFS bucket.
 
@@ -319,29 +348,33 @@ class GridFSStorage(Storage):
     async def list(
         self, prefix: str = "", limit: int = 100, after: str = ""
     ) -> AsyncIterator[FileInfo]:
-        query: dict[str, Any] = {}
-        if prefix:
-            query["filename"] = {"$regex": "^" + re.escape(prefix)}
-        if after:
-            query.setdefault("filename", {})["$gt"] = after
-        found, previous = 0, None
+        """In name order from the ``{filename: 1, uploadDate: 1}`` index GridFS keeps: an index
+        range scan (the prefix and the cursor are its bounds), no in-memory sort, stopping
+        after ``limit`` names; each name's revisions are read to pick its newest (the last by
+        ``(uploadDate, _id)``, as :meth:`resolve` picks it)."""
+        found = 0
         try:
-            # Newest revision first within a name, so the first of each name is the one listed.
             cursor = self.files.find(
-                query,
+                listing_filter(prefix, after),
                 _FILE_FIELDS,
-                sort=[("filename", ASCENDING), ("uploadDate", DESCENDING), ("_id", DESCENDING)],
-                batch_size=max(16, min(limit, 1000)),
+                sort=LISTING_SORT,
+                batch_size=max(16, min(limit + 1, 1000)),
             )
-            async for doc in cursor:
-                if doc.get("filename") == previous:
-                    continue
-                previous = doc.get("filename")
-                yield file_info_from_document(doc)
-                found += 1
-                if found >= limit:
-                    break
-            await cursor.close()
+            try:
+                newest: dict[str, Any] | None = None
+                async for doc in cursor:
+                    if newest is not None and doc.get("filename") != newest.get("filename"):
+                        yield file_info_from_document(newest)
+                        found += 1
+                        if found >= limit:
+                            return
+                        newest = doc
+                    elif newest is None or _revision_order(doc) >= _revision_order(newest):
+                        newest = doc
+                if newest is not None:
+                    yield file_info_from_document(newest)
+            finally:
+                await cursor.close()
         except PyMongoError as exc:
             raise StorageUnavailable(str(exc)) from exc
 
