@@ -217,3 +217,22 @@ def test_cli_does_not_create_a_mistyped_storage(tmp_path: Path) -> None:
     result = run_cli("ls", "--storage", str(typo), "--create", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert typo.is_dir() and list(typo.iterdir()) == []
+
+
+@both_backends
+def test_a_refused_form_file_name_is_answered(
+    writable: LiveServer,
+) -> None:
+    # The reader stopped consuming at the refusal while the parser still had parts of the
+    # same body piece to hand over (more than its queue holds): the request hung.
+    part = b'--b\r\nContent-Disposition: form-data; name="f"\r\n\r\nx\r\n'
+    body = (
+        b'--b\r\nContent-Disposition: form-data; name="file"; filename="bad\x01name.bin"\r\n\r\n'
+        + b"x\r\n"
+        + part * 40
+        + b"--b--\r\n"
+    )
+    headers = {**AUTH, "Content-Type": "multipart/form-data; boundary=b"}
+    response = requests.post(writable.url("/fs/"), data=body, headers=headers, timeout=60)
+    assert response.status_code == 400
+    assert listed(writable) == []

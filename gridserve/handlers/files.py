@@ -373,6 +373,7 @@ class FilesHandler(GridFSHandler):
                 name = sanitize_name(directory + sanitize_name(part.filename, basename_only=True))
                 stored.append(await self._store(name, part.content_type, part.data()))
         except BaseException:
+            reader.close()  # frees data_received if it waits for room: the answer can go out
             # All or nothing: a failure in a later file takes back the earlier ones.
             for info in stored:
                 with contextlib.suppress(Exception):
