@@ -17,7 +17,7 @@ from urllib.parse import quote_from_bytes
 import pytest
 import requests
 
-from gridserve.acl import default_acl
+from gridserve.acl import default_acl, sign_path
 from tests.conftest import PutFile
 from tests.livehttp import LiveServer
 
@@ -159,11 +159,17 @@ def rss_bytes() -> int:
         return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 
 
+@pytest.mark.parametrize("signed", [False, True], ids=["open", "signed-reads"])
 def test_fuzzed_requests_and_forms(
-    serve: Callable[..., LiveServer], put_file: PutFile, caplog: pytest.LogCaptureFixture
+    serve: Callable[..., LiveServer],
+    put_file: PutFile,
+    caplog: pytest.LogCaptureFixture,
+    signed: bool,
 ) -> None:
     put_file("keep/ref.webm", b"\x1aE\xdf\xa3" + os.urandom(20_000))  # no fuzzed name
-    server = serve(acl=default_acl(upload_token=TOKEN))
+    key = "fuzz-signing-key" if signed else None
+    acl = default_acl(upload_token=TOKEN, signing_key=key, require_signed_reads=signed)
+    server = serve(acl=acl, signing_key=key)
     seed = int(os.environ.get("GRIDSERVE_FUZZ_SEED") or random.randrange(1 << 32))
     count = int(os.environ.get("GRIDSERVE_FUZZ_COUNT") or 400)
     print(f"fuzz seed {seed}")
@@ -188,5 +194,6 @@ def test_fuzzed_requests_and_forms(
     assert problems == [], seed
     assert grown < 64 * 1024 * 1024, (seed, grown)
     assert len(requests.get(server.url("/metrics"), timeout=10).content) < 64 * 1024
-    answer = requests.get(server.url("/fs/keep/ref.webm"), timeout=10)
+    path = sign_path(key, "/fs/keep/ref.webm", 60) if key else "/fs/keep/ref.webm"
+    answer = requests.get(server.url(path), timeout=10)
     assert answer.status_code == 200 and len(answer.content) == 20_004
