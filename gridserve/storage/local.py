@@ -7,8 +7,8 @@ metadata) is kept in a sidecar named by the SHA-256 of the name,
 collide with a sidecar or make its path too long. A sidecar records the size and mtime of the
 content it describes and is ignored when they no longer match (the file was replaced by hand,
 or a crash fell between the two renames), so it can never lend a stale ETag to new content.
-Files without a sidecar are served from what ``stat`` says. Sidecars of the layout before 0.3
-(``.gridserve/meta/<name>.json``) are still read, and replaced on the name's next write.
+Files without a sidecar are served from what ``stat`` says. Sidecars of the first layout
+(``.gridserve/meta/<name>.json``, 0.1) are still read, and replaced on the name's next write.
 
 The tree is the user's: reading, listing and serving create nothing, so a read-only tree is
 served; ``ROOT/.gridserve/`` (sidecars and temporary files) appears on the first write only.
@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import asyncio
 import builtins
+import contextlib
 import errno
 import hashlib
 import json
@@ -186,7 +187,7 @@ class LocalStorage(Storage):
         return self.state / "meta" / digest[:2] / f"{digest}.json"
 
     def _old_meta_path(self, relative: str) -> Path:
-        """Where the layout before 0.3 kept the sidecar (read as a fallback)."""
+        """Where the first layout (0.1) kept the sidecar (read as a fallback)."""
         return self.state / "meta" / (relative + ".json")
 
     # -- reading -------------------------------------------------------------------------
@@ -374,7 +375,8 @@ class LocalStorage(Storage):
 
     def _remove_old_sidecar(self, relative: str) -> None:
         if self._read_old_sidecar(relative):
-            self._old_meta_path(relative).unlink(missing_ok=True)
+            with contextlib.suppress(OSError):  # left behind, it is ignored anyway
+                self._old_meta_path(relative).unlink(missing_ok=True)
 
     async def delete(self, info: FileInfo) -> None:
         relative = self._relative(info.filename)
