@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import json
 import logging
 import logging.handlers
@@ -27,7 +26,6 @@ from typing import Any, BinaryIO
 
 import tornado.httpserver
 import tornado.netutil
-import tornado.process
 
 from gridserve import __version__
 from gridserve.acl import ACL, default_acl, sign_path
@@ -45,6 +43,7 @@ from gridserve.config import (
     resolve_settings,
 )
 from gridserve.handlers.files import describe_file
+from gridserve.metrics import enable_multiprocess, process_exited
 from gridserve.signing import DEFAULT_TTL, plan_signed_request
 from gridserve.storage import (
     FileNotFound,
@@ -55,6 +54,7 @@ from gridserve.storage import (
     from_uri,
     mask_uri,
 )
+from gridserve.supervisor import fork_workers
 from gridserve.uploads import (
     SNIFF_BYTES,
     Rejected,
@@ -298,9 +298,22 @@ async def check_reachable(storage: Storage, uri: str) -> None:
 # -- serve ------------------------------------------------------------------------------------
 
 
+def ui_enabled(values: dict[str, Any]) -> bool:
+    """``--ui``/``--no-ui`` if given, else on for the embedded local default only."""
+    return bool(values["ui"]) if values["ui"] is not None else not values.get("storage")
+
+
+def effective(values: dict[str, Any]) -> dict[str, Any]:
+    """The settings as the daemon uses them, defaults made explicit (``--print-config``)."""
+    shown = dict(values)
+    shown["ui"] = ui_enabled(values)
+    shown["storage"] = values.get("storage") or DEFAULT_LOCAL_DIR
+    return shown
+
+
 def serve(values: dict[str, Any], print_config: bool) -> int:
     if print_config:
-        sys.stdout.write(render_toml(masked(values)))
+        sys.stdout.write(render_toml(masked(effective(values))))
         return 0
     try:
         acl = default_acl(
@@ -329,23 +342,29 @@ def serve(values: dict[str, Any], print_config: bool) -> int:
     except OSError as exc:
         log.error("cannot listen on %s:%d: %s", values["address"], values["port"], exc.strerror)
         return EXIT_RUNTIME
-    processes = values["processes"]
-    if processes != 1:
-        _become_group_leader()
-        signal.signal(signal.SIGTERM, _forward_to_children)
-        signal.signal(signal.SIGINT, _forward_to_children)
-        tornado.process.fork_processes(processes, max_restarts=100)
-    return asyncio.run(_serve_forever(values, acl, sockets, files))
-
-
-def _become_group_leader() -> None:
-    with contextlib.suppress(PermissionError):  # a session leader already leads its group
-        os.setpgid(0, 0)
-
-
-def _forward_to_children(signum: int, frame: object) -> None:
-    signal.signal(signum, signal.SIG_IGN)
-    os.killpg(os.getpgrp(), signum)
+    processes = values["processes"] or (os.cpu_count() or 1)
+    if processes == 1:
+        return asyncio.run(_serve_forever(values, acl, sockets, files))
+    with tempfile.TemporaryDirectory(prefix="gridserve-metrics-") as metrics_dir:
+        enable_multiprocess(metrics_dir)
+        worker, status = fork_workers(
+            processes, on_hup=lambda: reopen_all(files), on_exit=process_exited
+        )
+        if worker is not None:
+            # The directory belongs to the master: a worker leaves by os._exit, never
+            # through the `with` that removes it.
+            code = 1
+            try:
+                code = asyncio.run(_serve_forever(values, acl, sockets, files))
+            except BaseException:
+                log.exception("worker %d failed", worker)
+            finally:
+                logging.shutdown()
+                os._exit(code)
+    for sock in sockets:
+        sock.close()
+    log.info("master exiting: %d worker(s) done", processes)
+    return status
 
 
 async def _serve_forever(
@@ -361,7 +380,7 @@ async def _serve_forever(
         cors_origin=values["cors_origin"],
         send_timeout=values["send_timeout"],
         send_buffer=values["send_buffer"],
-        ui=values["ui"] if values["ui"] is not None else not values.get("storage"),
+        ui=ui_enabled(values),
         ui_uploads=bool(values["upload_token"]),
         signing_key=values["signing_key"],
         combined_access_log=bool(values["access_log"]),

@@ -12,15 +12,28 @@ its client counts what was read for it, including what the kernel had queued and
 delivered, which ``scripts/bench --waste`` sets against what clients consumed).
 Handlers find the application's :class:`Metrics` in ``settings["gridserve_metrics"]``; an
 application without it records nothing.
+
+With ``--processes N`` the daemon calls :func:`enable_multiprocess` before forking: every
+worker then writes its values to files in a private directory (prometheus_client's
+multiprocess mode) and :meth:`Metrics.render`, whichever worker runs it, sums them all.
 """
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+    multiprocess,
+    values,
+)
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 CONTENT_TYPE = CONTENT_TYPE_LATEST
@@ -32,6 +45,27 @@ KNOWN_METHODS = frozenset(
 def method_label(method: str | None) -> str:
     """The ``method`` label for a request method: itself if known, else ``other``."""
     return method if method in KNOWN_METHODS else "other"
+
+
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+
+
+def enable_multiprocess(directory: str) -> None:
+    """Makes every metric created from now on (in this process and its forks) share values
+    through files in ``directory``, which must be empty and private to this daemon."""
+    os.environ[MULTIPROC_ENV] = directory
+    values.ValueClass = values.MultiProcessValue()  # type: ignore[no-untyped-call]
+
+
+def multiprocess_dir() -> str | None:
+    return os.environ.get(MULTIPROC_ENV) or None
+
+
+def process_exited(pid: int) -> None:
+    """Forgets the live gauges of a worker that exited (its counters still count)."""
+    directory = multiprocess_dir()
+    if directory:
+        multiprocess.mark_process_dead(pid, directory)  # type: ignore[no-untyped-call]
 
 
 STORAGE_KINDS = {"GridFSStorage": "gridfs", "LocalStorage": "local", "S3Storage": "s3"}
@@ -54,7 +88,10 @@ class Metrics:
             "gridserve_range_requests", "Range requests by outcome", ["kind"], registry=r
         )
         self.streams_in_flight = Gauge(
-            "gridserve_streams_in_flight", "Responses streaming now", registry=r
+            "gridserve_streams_in_flight",
+            "Responses streaming now",
+            registry=r,
+            multiprocess_mode="livesum",
         )
         self.storage_read_bytes = Counter(
             "gridserve_storage_read_bytes",
@@ -85,4 +122,10 @@ class Metrics:
             self.storage_seconds.labels(operation).observe(time.perf_counter() - start)
 
     def render(self) -> bytes:
+        """The values of every process of the daemon (of this one when it runs alone)."""
+        directory = multiprocess_dir()
+        if directory:
+            merged = CollectorRegistry()
+            multiprocess.MultiProcessCollector(merged, directory)  # type: ignore[no-untyped-call]
+            return generate_latest(merged)
         return generate_latest(self.registry)

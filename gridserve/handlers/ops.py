@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 
 import tornado.web
 
 from gridserve.handlers.errors import HeadAsGet, PlainErrors
 from gridserve.metrics import CONTENT_TYPE, Metrics
 from gridserve.storage.base import Storage, StorageUnavailable
+from gridserve.supervisor import worker_id
 
 READY_TIMEOUT = 3.0
 
@@ -24,11 +26,20 @@ class OpsHandler(HeadAsGet, PlainErrors):
     SUPPORTED_METHODS: tuple[str, ...] = ("GET", "HEAD")
 
 
+def process_label() -> str:
+    """Which process answers: ``worker=1 pid=4242`` under ``--processes N``, else ``pid=4242``."""
+    number = worker_id()
+    pid = f"pid={os.getpid()}"
+    return pid if number is None else f"worker={number} {pid}"
+
+
 class HealthHandler(OpsHandler):
-    """200 while the process can answer at all."""
+    """200 ``ok`` (text/plain) while the process can answer at all."""
 
     def get(self) -> None:
         self.set_header("Cache-Control", "no-store")
+        self.set_header("Content-Type", "text/plain; charset=utf-8")
+        self.set_header("X-Gridserve-Process", process_label())
         self.finish("ok\n")
 
 
@@ -40,6 +51,7 @@ class ReadyHandler(OpsHandler):
         self.storage = storage
 
     async def get(self) -> None:
+        self.set_header("Content-Type", "text/plain; charset=utf-8")
         try:
             await asyncio.wait_for(self.storage.ping(), READY_TIMEOUT)
         except (StorageUnavailable, asyncio.TimeoutError) as exc:
@@ -53,11 +65,14 @@ class ReadyHandler(OpsHandler):
 
 
 class MetricsHandler(OpsHandler):
-    """The application's metrics in Prometheus text format."""
+    """The daemon's metrics in Prometheus text format: every worker's under ``--processes N``;
+    ``X-Gridserve-Process`` names the process that answered."""
 
     def initialize(self, metrics: Metrics) -> None:
         self.metrics_registry = metrics
 
     def get(self) -> None:
         self.set_header("Content-Type", CONTENT_TYPE)
+        self.set_header("Cache-Control", "no-store")
+        self.set_header("X-Gridserve-Process", process_label())
         self.finish(self.metrics_registry.render())
