@@ -16,6 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from gridserve.masking import MASK, mask_uri
+
 if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover - Python 3.10
@@ -199,6 +201,20 @@ SERVE_SETTINGS = (
 
 ALL_SETTINGS = STORAGE_SETTINGS + SERVE_SETTINGS
 SECRETS = {s.name for s in ALL_SETTINGS if s.secret}
+URI_SETTINGS = {"storage", "s3_endpoint"}
+
+
+def _refuse_placeholder(setting: Setting, text: str, source: str) -> None:
+    """A secret that is the ``***`` ``--print-config`` printed in its place would silently
+    become the secret (anyone could send ``Bearer ***``): refused, saying where the real one
+    goes."""
+    if text.strip() == MASK:
+        raise ConfigError(
+            f"{source}: {setting.name} is {MASK!r}, the placeholder --print-config prints "
+            f"instead of the secret; put the real value in the environment variable "
+            f"{setting.env} (for systemd: /etc/gridserve/gridserve.env, mode 600) or in a "
+            f"root-only config file (chmod 600), or remove the line"
+        )
 
 
 def read_config_file(path: str | os.PathLike[str]) -> dict[str, Any]:
@@ -246,6 +262,8 @@ def resolve_settings(
             raw = "\n".join(str(item) for item in raw)
         try:
             text = str(raw).lower() if isinstance(raw, bool) else str(raw)
+            if setting.secret:
+                _refuse_placeholder(setting, text, source)
             values[setting.name] = setting.convert(text)
         except ValueError as exc:
             raise ConfigError(f"{source}: {exc}") from exc
@@ -253,14 +271,13 @@ def resolve_settings(
 
 
 def masked(values: Mapping[str, Any]) -> dict[str, Any]:
-    """``values`` with secrets shown as ``***`` and passwords in URIs masked."""
-    from gridserve.storage import mask_uri
-
+    """``values`` with secrets shown as ``***`` and credentials in URIs masked
+    (see :func:`gridserve.masking.mask_uri`)."""
     shown: dict[str, Any] = {}
     for name, value in values.items():
         if name in SECRETS and value:
-            shown[name] = "***"
-        elif name == "storage" and isinstance(value, str):
+            shown[name] = MASK
+        elif name in URI_SETTINGS and isinstance(value, str):
             shown[name] = mask_uri(value)
         else:
             shown[name] = value
@@ -268,11 +285,12 @@ def masked(values: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def render_toml(values: Mapping[str, Any]) -> str:
-    """``values`` as a ``[gridserve]`` TOML table (None values as comments)."""
+    """``values`` as a ``[gridserve]`` TOML table that ``--config`` loads back to the same
+    values (settings that are not set appear as comments)."""
     lines = ["[gridserve]"]
     for name, value in values.items():
         if value is None:
-            lines.append(f"# {name} =")
+            lines.append(f"# {name} =  (not set)")
         elif isinstance(value, bool):
             lines.append(f"{name} = {'true' if value else 'false'}")
         elif isinstance(value, (int, float)):

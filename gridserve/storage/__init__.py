@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from gridserve.masking import mask_uri
 from gridserve.storage.base import (
     CorruptFile,
     FileInfo,
@@ -28,6 +29,7 @@ __all__ = [
     "StorageURIError",
     "StorageUnavailable",
     "from_uri",
+    "mask_uri",
 ]
 
 
@@ -83,16 +85,3 @@ def from_uri(uri: str, *, bucket: str = "fs", create: bool = True, **options: An
         f"unsupported storage URI {mask_uri(uri)!r}: "
         "expected mongodb://..., s3://bucket/prefix, file:PATH or a path"
     )
-
-
-def mask_uri(uri: str) -> str:
-    """``uri`` with any password replaced by ``***``, for logs and error messages."""
-    scheme, sep, rest = uri.partition("://")
-    if not sep:
-        return uri
-    authority, slash, tail = rest.partition("/")
-    userinfo, at, host = authority.rpartition("@")
-    if not at or ":" not in userinfo:
-        return uri
-    user = userinfo.split(":", 1)[0]
-    return f"{scheme}://{user}:***@{host}{slash}{tail}"
