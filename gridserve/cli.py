@@ -42,7 +42,7 @@ from gridserve.config import (
     render_toml,
     resolve_settings,
 )
-from gridserve.handlers.files import describe_file
+from gridserve.handlers.files import describe_file, doomed_files
 from gridserve.metrics import enable_multiprocess, process_exited
 from gridserve.signing import DEFAULT_TTL, plan_signed_request
 from gridserve.storage import (
@@ -150,8 +150,14 @@ def build_parser() -> argparse.ArgumentParser:
     ls.add_argument("--limit", type=int, default=1000)
     _add_settings(ls, STORAGE_SETTINGS)
 
-    rm = commands.add_parser("rm", help="delete files")
-    rm.add_argument("keys", nargs="+", metavar="KEY")
+    rm = commands.add_parser(
+        "rm",
+        help="delete files: every revision of a NAME (or --rev N), or the one file of an ID",
+    )
+    rm.add_argument("keys", nargs="+", metavar="KEY", help="a name, or a file's id")
+    rm.add_argument(
+        "--rev", type=int, default=None, help="only this revision (-1 newest, 0 oldest)"
+    )
     _add_settings(rm, STORAGE_SETTINGS)
 
     info = commands.add_parser("info", help="describe a file as JSON")
@@ -541,10 +547,15 @@ async def cmd_ls(args: argparse.Namespace, storage: Storage) -> int:
 
 
 async def cmd_rm(args: argparse.Namespace, storage: Storage) -> int:
+    """Deletes what ``DELETE {prefix}/KEY`` deletes, printing one line per file removed."""
     status = 0
     for key in args.keys:
         try:
-            await storage.delete(await storage.resolve(key))
+            resolved = await storage.resolve(key, args.rev)
+            for info in await doomed_files(storage, key, resolved, args.rev):
+                await storage.delete(info)
+                when = info.upload_date.strftime("%Y-%m-%d %H:%M:%S")
+                print(f"removed {info.filename}  id {info.id}  {when}  {info.length} bytes")
         except FileNotFound:
             print(f"gridserve: no file {key}", file=sys.stderr)
             status = EXIT_RUNTIME

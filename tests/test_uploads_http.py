@@ -259,7 +259,9 @@ def test_a_rejected_file_takes_back_the_whole_form(
 def test_delete(writable: LiveServer, nothing_left: Callable[[], None]) -> None:
     url = put(writable, "gone.webm", WEBM).json()["url"]
     assert requests.delete(writable.url(url), timeout=10).status_code == 401
-    assert requests.delete(writable.url(url), headers=AUTH, timeout=10).status_code == 204
+    deleted = requests.delete(writable.url(url), headers=AUTH, timeout=10)
+    assert deleted.status_code == 200
+    assert [file["url"] for file in deleted.json()["deleted"]] == [url]
     assert requests.get(writable.url(url), timeout=10).status_code == 404
     assert requests.delete(writable.url(url), headers=AUTH, timeout=10).status_code == 404
     nothing_left()

@@ -11,8 +11,9 @@ r"""Reading, writing, deleting and listing files: :class:`FilesHandler`, what ``
     signed scoped upload URL carries, see :mod:`gridserve.acl`).
 ``POST {prefix}/`` or ``{prefix}/<dir>/``
     store each ``file`` field of a ``multipart/form-data`` body as ``<dir>/<its filename>``.
-``DELETE {prefix}/<key>[?rev=N]``
-    delete that file: 204.
+``DELETE {prefix}/<name>``, ``DELETE {prefix}/<name>?rev=N``, ``DELETE {prefix}/<id>``
+    delete every revision of the name (as mongofiles does), or only revision N, or only the
+    file with that id: 200 ``{"deleted": [{id, filename, length, ...}, ...]}``, oldest first.
 
 Bodies stream into the storage as they arrive (``stream_request_body``; ``data_received``
 awaits a small bounded hand-over, so Tornado reads no faster than the storage writes). An
@@ -55,7 +56,13 @@ from gridserve.acl import (
 from gridserve.handlers.stream import DEFAULT_SEND_BUFFER, DEFAULT_SEND_TIMEOUT, GridFSHandler
 from gridserve.mediatypes import choose_content_type
 from gridserve.multipart import MultipartError, MultipartReader
-from gridserve.storage.base import FileInfo, FileNotFound, InvalidKey, StorageUnavailable
+from gridserve.storage.base import (
+    FileInfo,
+    FileNotFound,
+    InvalidKey,
+    Storage,
+    StorageUnavailable,
+)
 from gridserve.uploads import (
     SNIFF_BYTES,
     Rejected,
@@ -253,10 +260,17 @@ class FilesHandler(GridFSHandler):
 
     async def delete(self, path: str) -> None:
         try:
-            await self.storage.delete(self.file_info)
+            doomed = await doomed_files(
+                self.storage, path, self.file_info, self.get_query_argument("rev", None)
+            )
+            for info in doomed:
+                with contextlib.suppress(FileNotFound):  # a concurrent delete got it first
+                    await self.storage.delete(info)
         except (FileNotFound, InvalidKey, StorageUnavailable) as exc:
             raise self.storage_http_error(exc) from None
-        self.set_status(204)
+        self.set_header("Content-Type", "application/json; charset=utf-8")
+        deleted = [describe_file(info, self.url_prefix) for info in doomed]
+        self.finish(json.dumps({"deleted": deleted}))
 
     # -- uploads -------------------------------------------------------------------------
 
@@ -417,3 +431,14 @@ class FilesHandler(GridFSHandler):
         except FileNotFound:
             return False
         return True
+
+
+async def doomed_files(
+    storage: Storage, key: str, resolved: FileInfo, revision: object
+) -> list[FileInfo]:
+    """What deleting ``key`` removes: the one file ``resolved`` when ``key`` is its id or a
+    revision was asked for, else every revision of the name (``gridserve rm`` and
+    ``DELETE``)."""
+    if revision is not None or resolved.filename != key or str(resolved.id) == key:
+        return [resolved]
+    return await storage.revisions(key) or [resolved]

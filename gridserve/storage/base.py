@@ -33,6 +33,12 @@ Override points of :class:`Storage`, what each receives and returns:
     The newest revision of each file whose name starts with ``prefix`` and sorts after
     ``after`` (a paging cursor: the last name of the previous page), by name, at most ``limit``.
 
+``revisions(name) -> list[FileInfo]``
+    Every stored revision of the file named ``name``, oldest first (``[]`` when there is
+    none). The default asks :meth:`resolve` for revision 0, 1, ... until :class:`FileNotFound`
+    (backends that keep one revision answer with at most one); GridFS overrides it with one
+    query. ``gridserve rm NAME`` and ``DELETE {prefix}/NAME`` delete them all.
+
 ``delete(info) -> None``,
 ``ping() -> None`` (raises :class:`StorageUnavailable`), ``close() -> None``.
 """
@@ -40,6 +46,7 @@ Override points of :class:`Storage`, what each receives and returns:
 from __future__ import annotations
 
 import abc
+import builtins
 import hashlib
 from collections.abc import AsyncGenerator, AsyncIterable, AsyncIterator, Mapping
 from dataclasses import dataclass, field
@@ -183,6 +190,19 @@ class Storage(abc.ABC):
     def list(
         self, prefix: str = "", limit: int = 100, after: str = ""
     ) -> AsyncIterator[FileInfo]: ...
+
+    async def revisions(self, name: str) -> builtins.list[FileInfo]:
+        """Every revision of the file named ``name``, oldest first (see the module doc)."""
+        found: builtins.list[FileInfo] = []
+        while True:
+            try:
+                info = await self.resolve(name, len(found))
+            except FileNotFound:
+                return found
+            # An id-shaped name resolves to that id whatever the revision: not a revision.
+            if info.filename != name or any(info.id == seen.id for seen in found):
+                return found
+            found.append(info)
 
     @abc.abstractmethod
     async def ping(self) -> None: ...

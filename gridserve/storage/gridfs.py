@@ -14,6 +14,7 @@ before all its chunks exist), and on any failure the chunks written so far are d
 from __future__ import annotations
 
 import asyncio
+import builtins
 import logging
 import math
 import re
@@ -243,6 +244,18 @@ class GridFSStorage(Storage):
         async for doc in cursor:
             return doc  # type: ignore[no-any-return]
         return None
+
+    async def revisions(self, name: str) -> builtins.list[FileInfo]:
+        check_key(name)
+        try:
+            cursor = self.files.find(
+                {"filename": name},
+                _FILE_FIELDS,
+                sort=[("uploadDate", ASCENDING), ("_id", ASCENDING)],
+            )
+            return [file_info_from_document(doc) async for doc in cursor]
+        except PyMongoError as exc:
+            raise StorageUnavailable(str(exc)) from exc
 
     async def read(
         self, info: FileInfo, start: int = 0, stop: int | None = None
