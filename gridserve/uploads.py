@@ -18,13 +18,15 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Literal
 
-from gridserve.mediatypes import DEFAULT_TYPE, guess_type, is_valid_media_type
+from gridserve.mediatypes import DEFAULT_TYPE, guess_type, is_valid_media_type, sniff_manifest
 from gridserve.names import InvalidName, normalize_folder, normalize_name
 
 SNIFF_BYTES = 8192
 GENERIC_TYPES = frozenset(
     {DEFAULT_TYPE, "text/plain", "application/x-empty", "inode/x-empty", "binary/octet-stream"}
 )
+# Declared types that say nothing about the body: curl sends the form type with -d/--data.
+UNDECLARED_TYPES = GENERIC_TYPES | {"application/x-www-form-urlencoded"}
 # Types a browser may run as a document or script when navigated to or embedded.
 ACTIVE_TYPES = frozenset(
     {
@@ -87,9 +89,14 @@ def _base(content_type: str) -> str:
 
 
 def sniff(head: bytes) -> str:
-    """The MIME type libmagic sees in the first bytes of a file."""
+    """The MIME type libmagic sees in the first bytes of a file; DASH manifests and HLS
+    playlists, which libmagic calls XML or text, by :func:`~gridserve.mediatypes.sniff_manifest`
+    (so a DASH manifest is the one XML document an upload may store)."""
     import magic
 
+    manifest = sniff_manifest(head[:SNIFF_BYTES])
+    if manifest:
+        return manifest
     try:
         return str(magic.from_buffer(head[:SNIFF_BYTES], mime=True)).lower()
     except Exception:  # libmagic errors on odd input are not the uploader's problem
@@ -109,13 +116,14 @@ def decide_content_type(declared: str | None, sniffed: str, filename: str) -> st
       bytes that are not is replaced by the sniffed type (or ``application/octet-stream``).
     - Otherwise a specific sniffed type wins over a declared one of another top-level family
       (a PNG declared as ``video/mp4`` is stored as ``image/png``); a declared type refines a
-      generic sniff (HLS playlists sniff as ``text/plain``); with neither, the extension.
+      generic sniff; with neither, the extension. A generic declared type (``octet-stream``,
+      curl's ``application/x-www-form-urlencoded``) counts as none.
     """
     sniffed = _base(sniffed) or DEFAULT_TYPE
     if is_active(sniffed):
         return sniffed
     declared = declared.strip() if declared and is_valid_media_type(declared.strip()) else None
-    if declared and _base(declared) in GENERIC_TYPES:
+    if declared and _base(declared) in UNDECLARED_TYPES:
         declared = None
     if sniffed not in GENERIC_TYPES:
         if declared and not is_active(declared) and _family(declared) == _family(sniffed):

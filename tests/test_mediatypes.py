@@ -4,7 +4,13 @@ from __future__ import annotations
 
 import pytest
 
-from gridserve.mediatypes import choose_content_type, content_disposition, guess_type, is_passive
+from gridserve.mediatypes import (
+    choose_content_type,
+    content_disposition,
+    guess_type,
+    is_passive,
+    sniff_manifest,
+)
 
 
 @pytest.mark.parametrize(
@@ -65,3 +71,62 @@ def test_content_disposition(filename: str, attachment: bool, expected: str) -> 
     value = content_disposition(filename, attachment=attachment)
     assert value == expected
     assert "\r" not in value and "\n" not in value
+
+
+@pytest.mark.parametrize(
+    ("name", "expected"),
+    [
+        ("dash/manifest.mpd", "application/dash+xml"),
+        ("subs/ep1.ass", "text/x-ssa"),  # Debian's /etc/mime.types: audio/aac
+        ("cam/00001.MTS", "video/mp2t"),  # Debian's /etc/mime.types: model/vnd.mts
+        ("subs/ep1.srt", "application/x-subrip"),
+        ("subs/ep1.vtt", "text/vtt"),
+        ("film.mkv", "video/x-matroska"),
+        ("backup.tar.gz", "application/gzip"),
+        ("logs.xz", "application/x-xz"),
+        ("logs.bz2", "application/x-bzip2"),
+        ("logs.zst", "application/zstd"),
+    ],
+)
+def test_the_table_decides_whatever_the_machine_says(name: str, expected: str) -> None:
+    import mimetypes
+
+    ext = "." + name.rsplit(".", 1)[-1].lower()
+    mimetypes.add_type("audio/aac", ext)  # as a machine's /etc/mime.types might
+    assert guess_type(name) == expected
+
+
+def test_the_machine_mime_types_are_never_read() -> None:
+    import mimetypes
+
+    mimetypes.add_type("text/x-machine-specific", ".zzqqmachine")
+    assert guess_type("a.zzqqmachine") == "application/octet-stream"
+    assert guess_type("page.html") == "text/html"  # Python's own table still answers
+
+
+DASH = (
+    b'<?xml version="1.0" encoding="utf-8"?>\n<!-- made by ffmpeg -->\n'
+    b'<MPD xmlns="urn:mpeg:dash:schema:mpd:2011" type="static" profiles="x">'
+    b"<Period><AdaptationSet/></Period>"  # the rest may be cut off: only the root counts
+)
+
+
+@pytest.mark.parametrize(
+    ("head", "expected"),
+    [
+        (DASH, "application/dash+xml"),
+        (DASH[:150], "application/dash+xml"),
+        (b"\xef\xbb\xbf" + DASH, "application/dash+xml"),
+        (b'<MPD xmlns="urn:example">', None),  # not the DASH namespace
+        (b'<MPD xmlns:d="urn:mpeg:dash:schema:mpd:2011">', None),  # MPD itself not in it
+        (b'<html xmlns="http://www.w3.org/1999/xhtml"><MPD/></html>', None),
+        (b'<!DOCTYPE MPD [<!ENTITY a "b">]><MPD xmlns="urn:mpeg:dash:schema:mpd:2011"/>', None),
+        (b"<svg onload=alert(1)>", None),
+        (b"#EXTM3U\n#EXT-X-VERSION:3\nseg0.ts\n", "application/vnd.apple.mpegurl"),
+        (b"#EXTM3U\r\n", "application/vnd.apple.mpegurl"),
+        (b"#EXTM3Ux", None),
+        (b"plain text", None),
+    ],
+)
+def test_sniff_manifest(head: bytes, expected: str | None) -> None:
+    assert sniff_manifest(head) == expected
