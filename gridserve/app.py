@@ -106,6 +106,8 @@ def make_app(
         ]
     if ui:
         routes += ui_routes(prefix, ui_uploads)
+    if prefix:  # "/fs" is the folder "/fs/": its listing, not a 404
+        routes.append((prefix, tornado.web.RedirectHandler, {"url": prefix + "/"}))
     routes.append((rf"{prefix}/(.*)", FilesHandler, options))
     settings.setdefault("gridserve_metrics", metrics)
     settings.setdefault("gridserve_tracker", RequestTracker())

@@ -96,7 +96,7 @@ def _add_settings(parser: argparse.ArgumentParser, settings: tuple[Setting, ...]
                 dest=setting.name,
                 action="store_const",
                 const="false",
-                help=argparse.SUPPRESS,
+                help=f"the opposite of {setting.flag}",
             )
             continue
         default = "" if setting.default is None else f"; default {setting.default}"
@@ -283,7 +283,16 @@ def configure_logging(values: dict[str, Any]) -> list[ReopenableFileHandler]:
         access.addHandler(handler)
     # Tornado's own per-request lines would repeat the access log; keep its warnings.
     logging.getLogger("tornado.access").setLevel(logging.WARNING)
+    quiet_libraries(values)
     return files
+
+
+def quiet_libraries(values: dict[str, Any]) -> None:
+    """The S3 and MongoDB client libraries log at INFO for routine events (credentials found,
+    connections): only their warnings show, unless ``--log-level debug``."""
+    if str(values.get("log_level", "info")) != "debug":
+        for name in ("aiobotocore", "botocore", "boto3", "s3transfer", "pymongo", "urllib3"):
+            logging.getLogger(name).setLevel(logging.WARNING)
 
 
 def reopen_all(files: list[ReopenableFileHandler]) -> None:
@@ -291,12 +300,19 @@ def reopen_all(files: list[ReopenableFileHandler]) -> None:
         handler.reopen()
 
 
+def short_reason(exc: BaseException) -> str:
+    """The first clause of a storage error: the driver's topology dump and timeouts cut off."""
+    text = str(exc).splitlines()[0] if str(exc) else f"no answer in {START_TIMEOUT:.0f}s"
+    for tail in (", Timeout:", " (configured timeouts:", ", Topology Description:"):
+        text = text.split(tail, 1)[0]
+    return text
+
+
 async def check_reachable(storage: Storage, uri: str) -> None:
     try:
         await asyncio.wait_for(storage.ping(), START_TIMEOUT)
     except (StorageUnavailable, asyncio.TimeoutError) as exc:
-        reason = str(exc).splitlines()[0] if str(exc) else f"no answer in {START_TIMEOUT:.0f}s"
-        raise RuntimeError(f"cannot reach storage {mask_uri(uri)}: {reason}") from exc
+        raise RuntimeError(f"cannot reach storage {mask_uri(uri)}: {short_reason(exc)}") from exc
     finally:
         await storage.close()
 
@@ -392,17 +408,22 @@ async def _serve_forever(
         combined_access_log=bool(values["access_log"]),
     )
     server = tornado.httpserver.HTTPServer(
-        app, idle_connection_timeout=values["idle_timeout"], xheaders=False
+        app, idle_connection_timeout=values["idle_timeout"], xheaders=values["xheaders"]
     )
     server.add_sockets(sockets)
     port = sockets[0].getsockname()[1]
-    log.info(
-        "serving %s at http://%s:%d%s/",
-        storage.description,
-        values["address"],
-        port,
-        "/" + values["prefix"].strip("/") if values["prefix"].strip("/") else "",
-    )
+    base = f"http://{values['address']}:{port}"
+    prefix = "/" + values["prefix"].strip("/") if values["prefix"].strip("/") else ""
+    if ui_enabled(values):
+        log.info(
+            "serving %s: media page at %s/ (files under %s%s/)",
+            storage.description,
+            base,
+            base,
+            prefix,
+        )
+    else:
+        log.info("serving %s at %s%s/", storage.description, base, prefix)
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -590,7 +611,7 @@ async def run_tool(args: argparse.Namespace, values: dict[str, Any]) -> int:
         raise UsageError(f"invalid key: {exc}") from exc
     except StorageUnavailable as exc:
         uri = values.get("storage") or DEFAULT_LOCAL_DIR
-        print(f"gridserve: cannot reach storage {mask_uri(uri)}: {exc}", file=sys.stderr)
+        print(f"gridserve: storage {mask_uri(uri)}: {short_reason(exc)}", file=sys.stderr)
         return EXIT_RUNTIME
     finally:
         await storage.close()
@@ -632,6 +653,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return serve(values, args.print_config)
         values = settings_for(args, STORAGE_SETTINGS, environ)
         logging.basicConfig(level=getattr(logging, values["log_level"].upper()))
+        quiet_libraries(values)
         return asyncio.run(run_tool(args, values))
     except (UsageError, ConfigError) as exc:
         parser.exit(EXIT_USAGE, f"gridserve: {exc}\n")

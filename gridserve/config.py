@@ -186,6 +186,13 @@ SERVE_SETTINGS = (
     Setting("access_log", None, str, "access log file in combined format, or - for stderr"),
     Setting("log_file", None, str, "log to this file instead of stderr (SIGHUP reopens it)"),
     Setting("ui", None, parse_bool, "serve the media page at / (default: on for local default)"),
+    Setting(
+        "xheaders",
+        False,
+        parse_bool,
+        "trust X-Real-Ip / X-Forwarded-For / X-Forwarded-Proto from a reverse proxy (nginx), so "
+        "logs and the ACL see the client's address; only when the proxy alone can connect",
+    ),
     Setting("shutdown_timeout", 30, _non_negative, "seconds in-flight responses get at shutdown"),
     Setting(
         "send_buffer",

@@ -87,7 +87,7 @@ class S3Storage(Storage):
     @property
     def description(self) -> str:
         endpoint = self._client_options.get("endpoint_url") or "AWS"
-        return f"S3 s3://{self.bucket}/{self.prefix} at {endpoint}"
+        return f"S3 s3://{self.bucket}/{self.prefix} (endpoint {endpoint})"
 
     async def _s3(self) -> Any:
         if self._client is None:
@@ -115,6 +115,8 @@ class S3Storage(Storage):
             error = exc.response.get("Error", {})
             code = str(error.get("Code", ""))
             status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+            if code == "NoSuchBucket":  # a setup error, not a missing file
+                return StorageUnavailable("the S3 bucket does not exist (NoSuchBucket)")
             if code in ("404", "NoSuchKey", "NotFound") or status == 404:
                 return FileNotFound(key)
             if code in ("412", "PreconditionFailed") or status == 412:
