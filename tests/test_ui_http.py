@@ -31,3 +31,10 @@ def test_page_and_assets(serve: Callable[..., LiveServer]) -> None:
 def test_no_page_unless_asked(serve: Callable[..., LiveServer]) -> None:
     server = serve()
     assert requests.get(server.url("/"), timeout=10).status_code == 404
+
+
+def test_the_icon(serve: Callable[..., LiveServer]) -> None:
+    server = serve(ui=True)
+    icon = requests.get(server.url("/favicon.ico"), timeout=10)
+    assert icon.status_code == 200 and icon.headers["Content-Type"] == "image/svg+xml"
+    assert icon.url.endswith("/_ui/favicon.svg")

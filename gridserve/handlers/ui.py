@@ -1,4 +1,5 @@
-"""The media page: ``/`` (HTML), ``/_ui/config.json`` and the page's static files.
+"""The media page: ``/`` (HTML), ``/_ui/config.json``, the page's static files and its icon
+(``/favicon.ico`` redirects to ``/_ui/favicon.svg``, so browsers log no 404).
 
 The page itself is plain HTML, CSS and JavaScript in ``gridserve/ui`` (no build step). It talks
 to the files API only: the listing, the files, and uploads when they are allowed.
@@ -62,5 +63,6 @@ def ui_routes(prefix: str, uploads: bool) -> list[tuple[str, type, dict[str, obj
     return [
         (r"/", PageHandler, {}),
         (r"/_ui/config\.json", ConfigHandler, {"prefix": prefix, "uploads": uploads}),
-        (r"/_ui/(app\.js|style\.css)", AssetHandler, {"path": str(UI_DIR)}),
+        (r"/_ui/(app\.js|style\.css|favicon\.svg)", AssetHandler, {"path": str(UI_DIR)}),
+        (r"/favicon\.ico", tornado.web.RedirectHandler, {"url": "/_ui/favicon.svg"}),
     ]

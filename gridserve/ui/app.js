@@ -2,7 +2,10 @@
 "use strict";
 (() => {
   const $ = (id) => document.getElementById(id);
-  const state = { prefix: "", next: null, config: null };
+  const TOKEN_KEY = "gridserve.token";      // kept for the browser tab's session only
+  const LISTING_KEY = "gridserve.listing";  // a signed listing URL the user pasted
+  const pageSize = Number(new URLSearchParams(location.search).get("limit")) || 100;
+  const state = { prefix: "", next: null, config: null, loading: false, limit: Math.min(Math.max(pageSize, 1), 1000) };
 
   const size = (n) => {
     const units = ["B", "KiB", "MiB", "GiB", "TiB"];
@@ -18,24 +21,73 @@
     return response.json();
   }
 
+  // Listing. One request at a time, answers of an older request dropped (typing in the
+  // filter), and "More" appends only the page after the last one shown.
+  let generation = 0;
   async function list(append) {
-    const params = new URLSearchParams({ limit: "100" });
-    if (state.prefix) params.set("prefix", state.prefix);
-    if (append && state.next) params.set("after", state.next);
-    const response = await fetch(`${state.config.prefix}/?${params}`, { headers: authHeaders() });
-    if (response.status === 401 || response.status === 403) {
-      show("You are not allowed to list these files.");
+    if (append && (!state.next || state.loading)) return;
+    const mine = ++generation;
+    state.loading = true;
+    $("more").disabled = true;
+    try {
+      await fetchPage(append, mine);
+    } finally {
+      if (mine === generation) { state.loading = false; $("more").disabled = false; }
+    }
+  }
+
+  async function fetchPage(append, mine) {
+    const signed = sessionStorage.getItem(LISTING_KEY);
+    let url;
+    if (signed) {
+      url = signed;  // a signed URL is used exactly as signed: it covers its query
+    } else {
+      const params = new URLSearchParams({ limit: String(state.limit) });
+      if (state.prefix) params.set("prefix", state.prefix);
+      if (append && state.next) params.set("after", state.next);
+      url = `${state.config.prefix}/?${params}`;
+    }
+    const response = await fetch(url);
+    if (mine !== generation) return;
+    $("empty").hidden = true;
+    if (response.status === 401) {
+      // Reads need a credential: ask for one (never a listing signed for whoever loads /).
+      $("credential").hidden = false;
+      show("You are not allowed to list these files without a signed URL.");
+      return;
+    }
+    if (response.status === 403) {
+      if (signed) {
+        sessionStorage.removeItem(LISTING_KEY);
+        $("credential").hidden = false;
+        show("The signed listing URL was refused (expired, or signed for another listing).");
+      } else {
+        show("You are not allowed to list these files.");
+      }
       return;
     }
     if (!response.ok) { show(`Listing failed: ${response.status} ${response.statusText}`); return; }
     show("");
+    $("credential").hidden = !signed;
     const { files, next } = await response.json();
-    state.next = next;
+    if (mine !== generation) return;
+    state.next = signed ? null : next;  // a signed listing is one page: it cannot be extended
     const body = $("files").tBodies[0];
     if (!append) body.replaceChildren();
     for (const file of files) body.append(row(file));
-    $("more").hidden = !next;
-    if (!append && files.length === 0) show(state.prefix ? "No file starts with that prefix." : "No files yet.");
+    $("more").hidden = !state.next;
+    if (!append && files.length === 0) emptyState();
+  }
+
+  function emptyState() {
+    $("empty").hidden = false;
+    $("empty-title").textContent = state.prefix
+      ? `No file name starts with \u201c${state.prefix}\u201d.`
+      : "No files yet.";
+    $("empty-help").hidden = Boolean(state.prefix);
+    for (const code of document.querySelectorAll("#empty code.prefix")) code.textContent = state.config.prefix + "/";
+    $("empty-curl").textContent =
+      `curl -T clip.webm -H "Authorization: Bearer TOKEN" ${location.origin}${state.config.prefix}/`;
   }
 
   function row(file) {
@@ -58,8 +110,36 @@
     link.href = withQuery(file.url, "download=1");
     link.textContent = "Download";
     download.append(link);
-    tr.append(name, ...cells, download);
+    const actions = document.createElement("td");
+    actions.className = "actions";
+    if (state.config.uploads) {
+      const remove = document.createElement("button");
+      remove.type = "button";
+      remove.textContent = "Delete";
+      remove.addEventListener("click", () => removeFile(file, tr));
+      actions.append(remove);
+    }
+    tr.append(name, ...cells, download, actions);
     return tr;
+  }
+
+  const namePath = (filename) => filename.split("/").map(encodeURIComponent).join("/");
+
+  async function removeFile(file, tr) {
+    if (!confirm(`Delete ${file.filename} (every revision)?`)) return;
+    const response = await fetch(`${state.config.prefix}/${namePath(file.filename)}`, {
+      method: "DELETE", headers: authHeaders(),
+    });
+    if (response.ok) {
+      const { deleted } = await response.json();
+      tr.remove();
+      $("upload-status").textContent = `Deleted ${file.filename} (${deleted.length} revision${deleted.length === 1 ? "" : "s"}).`;
+      if (!$("files").tBodies[0].rows.length) list(false);
+    } else if (response.status === 401 || response.status === 403) {
+      show("Delete refused: enter the upload token in the upload form first.");
+    } else {
+      show(`Delete failed: ${response.status} ${response.statusText}`);
+    }
   }
 
   function withQuery(url, query) { return url + (url.includes("?") ? "&" : "?") + query; }
@@ -112,7 +192,7 @@
       progress.hidden = true;
       if (request.status === 201) {
         $("upload-status").textContent = "Uploaded.";
-        $("upload-form").reset();
+        $("upload-files").value = "";  // the token stays for the next upload
         list(false);
       } else {
         $("upload-status").textContent = `Upload refused: ${request.status} ${request.statusText}`;
@@ -128,6 +208,18 @@
   async function start() {
     state.config = await config();
     $("upload").hidden = !state.config.uploads;
+    $("upload-token").value = sessionStorage.getItem(TOKEN_KEY) || "";
+    $("upload-token").addEventListener("input", () => sessionStorage.setItem(TOKEN_KEY, $("upload-token").value));
+    $("credential-form").addEventListener("submit", (e) => {
+      e.preventDefault();
+      const pasted = new URL($("credential-url").value, location.origin);
+      if (pasted.origin !== location.origin || !pasted.pathname.startsWith(state.config.prefix + "/")) {
+        show(`Paste a signed URL of this server's listing (${location.origin}${state.config.prefix}/...).`);
+        return;
+      }
+      sessionStorage.setItem(LISTING_KEY, pasted.pathname + pasted.search);
+      list(false);
+    });
     $("filter").addEventListener("submit", (e) => { e.preventDefault(); });
     let timer = null;
     $("prefix").addEventListener("input", () => {
