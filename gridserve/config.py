@@ -215,7 +215,7 @@ def _refuse_placeholder(setting: Setting, text: str, source: str) -> None:
     """A secret that is the ``***`` ``--print-config`` printed in its place would silently
     become the secret (anyone could send ``Bearer ***``): refused, saying where the real one
     goes."""
-    if text.strip() == MASK:
+    if any(line.strip() == MASK for line in text.splitlines() or [text]):
         raise ConfigError(
             f"{source}: {setting.name} is {MASK!r}, the placeholder --print-config prints "
             f"instead of the secret; put the real value in the environment variable "

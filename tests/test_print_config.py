@@ -92,6 +92,8 @@ def test_the_placeholder_is_refused_from_every_source() -> None:
         resolve_settings(ALL_SETTINGS, {"upload_token": "***"}, {}, None)
     with pytest.raises(ConfigError, match="GRIDSERVE_SIGNING_KEY"):
         resolve_settings(ALL_SETTINGS, {}, {"GRIDSERVE_SIGNING_KEY": " *** "}, None)
+    with pytest.raises(ConfigError, match="signing_key"):  # one of two rotated keys
+        resolve_settings(ALL_SETTINGS, {"signing_key": ["real-key", "***"]}, {}, None)
 
 
 @pytest.mark.parametrize(

@@ -107,7 +107,8 @@
     ].map(([cls, text]) => { const td = document.createElement("td"); td.className = cls; td.textContent = text; return td; });
     const download = document.createElement("td");
     const link = document.createElement("a");
-    link.href = withQuery(file.url, "download=1");
+    link.href = downloadURL(file.url);
+    link.download = file.filename.split("/").pop();
     link.textContent = "Download";
     download.append(link);
     const actions = document.createElement("td");
@@ -143,11 +144,15 @@
   }
 
   function withQuery(url, query) { return url + (url.includes("?") ? "&" : "?") + query; }
+  // A signed URL covers its whole query: nothing may be added to it (the download attribute
+  // asks the browser to save it instead).
+  const downloadURL = (url) => (/[?&]sig=/.test(url) ? url : withQuery(url, "download=1"));
 
   function view(file) {
     $("viewer").hidden = false;
     $("viewer-title").textContent = file.filename;
-    $("viewer-download").href = withQuery(file.url, "download=1");
+    $("viewer-download").href = downloadURL(file.url);
+    $("viewer-download").download = file.filename.split("/").pop();
     const body = $("viewer-body");
     body.replaceChildren();
     const type = kind(file.contentType);
