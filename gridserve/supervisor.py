@@ -68,8 +68,11 @@ def fork_workers(
     def spawn(number: int) -> bool:
         pid = os.fork()
         if pid == 0:
-            for sig in (signal.SIGHUP, signal.SIGTERM, signal.SIGINT):
+            for sig in (signal.SIGTERM, signal.SIGINT):
                 signal.signal(sig, signal.SIG_DFL)
+            # A reload before the worker's loop listens must not kill it (its loop's handler
+            # replaces this one).
+            signal.signal(signal.SIGHUP, signal.SIG_IGN)
             die_with_parent(master)
             return True
         children[pid] = number
