@@ -1,13 +1,86 @@
-"""In-flight request tracking, so a shutdown can wait for responses that are still streaming."""
+"""In-flight request tracking, so a shutdown can wait for responses that are still streaming,
+and :class:`DisconnectWatch`, which notices a client that left while its request waits.
+
+Tornado learns that a client left only when it reads or writes the socket: not while
+``prepare()`` awaits the storage (``HTTP1Connection`` reads nothing until the handler is
+ready for the body), not while ``data_received`` waits for the storage to take a chunk, and
+not while a download awaits its next chunk. :class:`DisconnectWatch` looks at the socket
+itself every ``interval`` seconds, with ``poll(POLLRDHUP)`` on Linux (which sees the client's
+FIN even behind body bytes nobody read yet), else a non-blocking ``MSG_PEEK``.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import select
+import socket
 import weakref
+from collections.abc import Callable
 from typing import Any
 
 CLIENT_CLOSED = 499  # nginx's status for a request whose client left before the response
+DISCONNECT_POLL_SECONDS = 0.5
+_GONE_EVENTS = (
+    getattr(select, "POLLRDHUP", 0) | getattr(select, "POLLHUP", 0) | getattr(select, "POLLERR", 0)
+)
+
+
+def peer_gone(sock: socket.socket) -> bool:
+    """True when the client closed (or reset) its end of ``sock``, even if body bytes it sent
+    before are still unread. A client that only half-closes (``shutdown(SHUT_WR)``) after its
+    request counts as gone: HTTP clients do not do that while waiting for an answer."""
+    fd = sock.fileno()
+    if fd < 0:
+        return True
+    if hasattr(select, "POLLRDHUP") and hasattr(select, "poll"):
+        poller = select.poll()
+        poller.register(fd, _GONE_EVENTS)
+        return bool(poller.poll(0))
+    try:  # no POLLRDHUP: only an EOF with nothing unread before it is seen
+        return sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT) == b""
+    except (BlockingIOError, InterruptedError):
+        return False
+    except OSError:
+        return True
+
+
+class DisconnectWatch:
+    """Calls ``on_gone`` once, on the loop, when the client of ``sock`` has left; checks every
+    ``interval`` seconds until :meth:`stop`. A request shorter than ``interval`` costs one timer.
+    """
+
+    def __init__(
+        self,
+        sock: socket.socket,
+        on_gone: Callable[[], None],
+        interval: float = DISCONNECT_POLL_SECONDS,
+    ) -> None:
+        self._sock = sock
+        self._on_gone: Callable[[], None] | None = on_gone
+        self._interval = interval
+        self._loop = asyncio.get_running_loop()
+        self._timer: asyncio.TimerHandle | None = self._loop.call_later(interval, self._check)
+
+    def _check(self) -> None:
+        self._timer = None
+        if self._on_gone is None:
+            return
+        try:
+            gone = peer_gone(self._sock)
+        except (OSError, ValueError):
+            gone = True
+        if not gone:
+            self._timer = self._loop.call_later(self._interval, self._check)
+            return
+        callback, self._on_gone = self._on_gone, None
+        callback()
+
+    def stop(self) -> None:
+        self._on_gone = None
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
 
 
 class RequestTracker:
