@@ -225,7 +225,14 @@ def test_abandoned_uploads_all_end_and_leave_nothing(
     for thread in threads:
         thread.join(30)
     eventually(lambda: settled(writable_server), timeout=60)
+    ended = 'gridserve_requests_total{method="PUT",status="499"}'
+    eventually(lambda: ended_as(writable_server, ended, count), timeout=30)
     eventually(nothing_left, timeout=30)
+
+
+def ended_as(server: LiveServer, name: str, count: int) -> None:
+    """Every abandoned request ended (its handler finished and was logged), not just left."""
+    assert metric(server, name) == count
 
 
 @pytest.fixture
