@@ -362,6 +362,8 @@ async def _serve_forever(
         ui_uploads=bool(values["upload_token"]),
         signing_key=values["signing_key"],
         combined_access_log=bool(values["access_log"]),
+        linger_seconds=values["linger_seconds"],
+        linger_bytes=values["linger_bytes"],
     )
     server = tornado.httpserver.HTTPServer(
         app, idle_connection_timeout=values["idle_timeout"], xheaders=False
