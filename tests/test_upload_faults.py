@@ -29,17 +29,6 @@ LIMIT = 8 * MIB
 BIG = b"\x1aE\xdf\xa3" + bytes(9 * MIB - 4)  # over LIMIT, under the lingering byte bound
 
 
-@pytest.fixture
-def nothing_left(
-    backend: str, request: pytest.FixtureRequest, local_root: Path
-) -> Callable[[], None]:
-    from tests.test_uploads_http import nothing_left as check
-
-    fixture = check.__wrapped__  # type: ignore[attr-defined]
-    result: Callable[[], None] = fixture(backend, request, local_root)
-    return result
-
-
 def metric(server: LiveServer, name: str) -> float:
     text = requests.get(server.url("/metrics"), timeout=10).text
     found = re.search(rf"^{re.escape(name)} ([0-9.e+-]+)$", text, re.M)

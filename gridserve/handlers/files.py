@@ -334,8 +334,23 @@ class FilesHandler(GridFSHandler):
         if metrics is not None:
             metrics.uploads_in_flight.inc()
             self._upload.add_done_callback(lambda _: metrics.uploads_in_flight.dec())
-        # A failure nobody awaits (the request ended first) is not "never retrieved".
-        self._upload.add_done_callback(lambda f: f.cancelled() or f.exception())
+        self._upload.add_done_callback(self._upload_ended)
+
+    def _upload_ended(self, upload: asyncio.Future[Any]) -> None:
+        """A refusal found while the body is still arriving (415 from the sniffed type, 507,
+        503) is answered now, not after the rest of the body: it then lingers, bounded."""
+        if upload.cancelled():
+            return
+        failure = upload.exception()  # retrieved even when nobody awaits it any more
+        body: Future[None] | None = getattr(self.request, "_body_future", None)
+        if failure is None or self._finished or self._linger is not None:
+            return
+        if body is None or body.done():
+            return  # put()/post() awaits it and answers
+        answer = self._failure_answer(failure)
+        if answer is not None:
+            self._abort_upload(answer[1])
+            self.send_error(answer[0], reason=answer[1])
 
     async def data_received(self, chunk: bytes) -> None:
         if self._linger is not None:
@@ -468,20 +483,30 @@ class FilesHandler(GridFSHandler):
         assert self._upload is not None
         try:
             return await self._upload
-        except Rejected as exc:
-            self.send_error(exc.status, reason=exc.reason)
-        except MultipartError as exc:
-            self.send_error(400, reason=str(exc))
-        except InvalidKey as exc:
-            self.send_error(400, reason=str(exc))
-        except InsufficientStorage as exc:
+        except Exception as exc:
+            answer = self._failure_answer(exc)
+            if answer is None:
+                raise
+            if not self._finished and self._linger is None:
+                self.send_error(answer[0], reason=answer[1])
+        return None
+
+    @staticmethod
+    def _failure_answer(exc: BaseException) -> tuple[int, str] | None:
+        """The status and reason for an upload that failed with ``exc``; None for a failure
+        that is a bug (a 500). An :class:`UploadAborted` upload was answered already."""
+        if isinstance(exc, Rejected):
+            return exc.status, exc.reason
+        if isinstance(exc, (MultipartError, InvalidKey)):
+            return 400, str(exc)
+        if isinstance(exc, InsufficientStorage):
             log.warning("upload refused, storage full: %s", exc)
-            self.send_error(507, reason="Insufficient Storage")
-        except StorageUnavailable as exc:
+            return 507, "Insufficient Storage"
+        if isinstance(exc, StorageUnavailable):
             log.warning("upload failed, storage unavailable: %s", exc)
-            self.send_error(503, reason="Storage unavailable")
-        except UploadAborted:
-            pass  # its answer (a refusal, or none for a client gone) is sent already
+            return 503, "Storage unavailable"
+        if isinstance(exc, UploadAborted):
+            return 499, str(exc)
         return None
 
     def _created(self, files: list[FileInfo]) -> None:

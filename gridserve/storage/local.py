@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import builtins
 import contextlib
+import errno
 import json
 import os
 import stat
@@ -35,6 +36,7 @@ from gridserve.storage.base import (
     CorruptFile,
     FileInfo,
     FileNotFound,
+    InsufficientStorage,
     InvalidKey,
     Storage,
     StorageUnavailable,
@@ -42,6 +44,7 @@ from gridserve.storage.base import (
     check_key,
     stored_content_type,
 )
+from gridserve.storage.writes import settle
 
 T = TypeVar("T")
 READ_BLOCK = 64 * 1024  # per slow client, one block is in flight: keep it small
@@ -239,23 +242,29 @@ class LocalStorage(Storage):
             with os.fdopen(fd, "wb") as out:
                 async for piece in chunks:
                     digests.update(piece)
-                    await self._io(out.write, piece)
-                await self._io(out.flush)
-                await asyncio.to_thread(os.fsync, out.fileno())  # always: fsync can take long
-            return await asyncio.to_thread(
-                self._commit,
-                tmp,
-                target,
-                relative,
-                {
-                    "contentType": content_type,
-                    "md5": digests.md5,
-                    "metadata": {**(metadata or {}), "sha256": digests.sha256},
-                },
+                    # settle: the file must not close under a write still running in a thread
+                    await settle(self._io(out.write, piece))
+                await settle(self._io(out.flush))
+                await settle(asyncio.to_thread(os.fsync, out.fileno()))  # fsync can take long
+            # settle: a commit cancelled half-way would still rename in its thread
+            return await settle(
+                asyncio.to_thread(
+                    self._commit,
+                    tmp,
+                    target,
+                    relative,
+                    {
+                        "contentType": content_type,
+                        "md5": digests.md5,
+                        "metadata": {**(metadata or {}), "sha256": digests.sha256},
+                    },
+                )
             )
-        except BaseException:
+        except BaseException as exc:
             # Synchronous on purpose: it must run even while the task is being cancelled.
             tmp.unlink(missing_ok=True)  # noqa: ASYNC240
+            if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+                raise InsufficientStorage(f"{relative}: {exc.strerror}") from exc
             raise
 
     def _commit(self, tmp: Path, target: Path, relative: str, sidecar: dict[str, Any]) -> FileInfo:
