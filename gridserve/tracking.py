@@ -66,6 +66,9 @@ class DisconnectWatch:
         self._timer = None
         if self._on_gone is None:
             return
+        if self._sock.fileno() < 0:
+            self._on_gone = None  # closed by the server itself, which knows
+            return
         try:
             gone = peer_gone(self._sock)
         except (OSError, ValueError):

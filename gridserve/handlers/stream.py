@@ -148,14 +148,17 @@ class StorageRequestHandler(PlainErrors):
         """The client left (seen by Tornado or by the :class:`DisconnectWatch`): ends the
         request now, as 499, and cancels what it awaits (a storage lookup, a read), which then
         cleans up as on any other failure. Idempotent."""
-        if self._gone:
-            return
-        self._gone = True
-        if self._watch is not None:
-            self._watch.stop()
-        self.abort_work()
+        if not self._gone:
+            self._gone = True
+            if self._watch is not None:
+                self._watch.stop()
+            self.abort_work()
         if self._finished:
             return
+        task = self._task
+        current = asyncio.current_task()
+        if getattr(self, "_dropping", False) and task is not None and task is not current:
+            return  # we dropped the client: the handler's own task sees it and calls again
         stream = getattr(self.request.connection, "stream", None)
         if stream is not None and not stream.closed():
             stream.close()
@@ -164,8 +167,7 @@ class StorageRequestHandler(PlainErrors):
         self.set_status(CLIENT_CLOSED, reason="Client Closed Request")
         with contextlib.suppress(Exception):
             self.finish()
-        task = self._task
-        if task is not None and not task.done() and task is not asyncio.current_task():
+        if task is not None and not task.done() and task is not current:
             task.cancel()
 
     def set_default_headers(self) -> None:
@@ -487,6 +489,9 @@ class GridFSHandler(StorageRequestHandler, tornado.web.StaticFileHandler):
         complete-looking wrong one. ``reset`` sends a TCP RST, so the kernel drops what is
         still queued for a client that stopped reading instead of holding it for that client.
         """
+        if self._watch is not None:
+            self._watch.stop()
+        self._dropping = True  # the handler's own task sees the close: client_gone() lets it be
         stream = getattr(self.request.connection, "stream", None)
         if stream is not None:
             sock = getattr(stream, "socket", None)
