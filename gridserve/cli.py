@@ -29,7 +29,7 @@ import tornado.httpserver
 import tornado.netutil
 import tornado.process
 
-from gridserve import __version__
+from gridserve import __version__, cli_fsck
 from gridserve.acl import ACL, default_acl, sign_path
 from gridserve.app import make_app
 from gridserve.config import (
@@ -55,6 +55,7 @@ from gridserve.storage import (
     from_uri,
     mask_uri,
 )
+from gridserve.sweep import sweep_periodically
 from gridserve.uploads import (
     SNIFF_BYTES,
     Rejected,
@@ -158,6 +159,8 @@ def build_parser() -> argparse.ArgumentParser:
     info.add_argument("key", metavar="KEY")
     info.add_argument("--rev", type=int, default=None)
     _add_settings(info, STORAGE_SETTINGS)
+
+    _add_settings(cli_fsck.add_parser(commands), STORAGE_SETTINGS)
 
     sign = commands.add_parser(
         "sign",
@@ -378,6 +381,12 @@ async def _serve_forever(
         "/" + values["prefix"].strip("/") if values["prefix"].strip("/") else "",
     )
 
+    sweeper = None
+    if values["sweep_interval"] > 0:
+        sweeper = asyncio.ensure_future(
+            sweep_periodically(storage, values["sweep_interval"], values["sweep_grace"])
+        )
+
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -391,6 +400,8 @@ async def _serve_forever(
     if not await tracker.drained(values["shutdown_timeout"]):
         log.warning("shutdown timeout: aborting %d request(s)", tracker.active)
     await server.close_all_connections()
+    if sweeper is not None:
+        sweeper.cancel()
     await storage.close()
     tracker.close_abandoned()
     log.info("stopped")
@@ -545,6 +556,7 @@ TOOLS: dict[str, Callable[[argparse.Namespace, Storage], Awaitable[int]]] = {
     "ls": cmd_ls,
     "rm": cmd_rm,
     "info": cmd_info,
+    "fsck": cli_fsck.cmd_fsck,
 }
 
 
