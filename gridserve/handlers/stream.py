@@ -112,6 +112,8 @@ class StorageRequestHandler(PlainErrors):
         self._tracker = tracker
         if tracker is not None:
             tracker.started(self)
+        if self.metrics is not None:
+            self.metrics.requests_in_flight.inc()
         self._gone = False
         self._task: asyncio.Task[Any] | None = None
         self._watch: DisconnectWatch | None = None
@@ -132,6 +134,7 @@ class StorageRequestHandler(PlainErrors):
     def on_finish(self) -> None:
         self._untrack()
         if self.metrics is not None:
+            self.metrics.requests_in_flight.dec()
             self.metrics.requests.labels(self.request.method, str(self.get_status())).inc()
 
     def on_connection_close(self) -> None:
