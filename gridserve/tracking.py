@@ -13,6 +13,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
+import ctypes.util
+import gc
 import select
 import socket
 import weakref
@@ -94,13 +97,17 @@ class RequestTracker:
         self._idle = asyncio.Event()
         self._idle.set()
         self._abandoned: weakref.WeakSet[Any] = weakref.WeakSet()
+        self.memory = IdleTrim()
 
     def started(self, handler: Any) -> None:
         self._active.add(id(handler))
         self._idle.clear()
+        self.memory.hold()
 
     def finished(self, handler: Any) -> None:
-        self._active.discard(id(handler))
+        if id(handler) in self._active:
+            self._active.discard(id(handler))
+            self.memory.release()
         self._abandoned.discard(handler)
         if not self._active:
             self._idle.set()
@@ -136,3 +143,59 @@ class RequestTracker:
         with contextlib.suppress(asyncio.TimeoutError):
             await asyncio.wait_for(self._idle.wait(), timeout)
         return not self._active
+
+
+# -- giving memory back ---------------------------------------------------------------------
+
+TRIM_AFTER_SECONDS = 1.0
+
+
+def _malloc_trim() -> Callable[[int], int] | None:
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        trim: Callable[[int], int] = libc.malloc_trim
+    except (OSError, AttributeError):  # not glibc: nothing to do
+        return None
+    return trim
+
+
+class IdleTrim:
+    """Gives memory back to the operating system once no request is in flight.
+
+    An upload holds up to a storage batch (2 MiB on GridFS) while it runs; glibc keeps what
+    requests freed in its heaps, so after a burst (of uploads, or of abandoned ones) the
+    process would keep the burst's peak as resident memory for good. ``malloc_trim(0)``, run
+    ``TRIM_AFTER_SECONDS`` after the last request ended (once per idle period, after a full
+    garbage collection), returns it.
+    Elsewhere than glibc, a no-op."""
+
+    def __init__(self) -> None:
+        self._trim = _malloc_trim()
+        self._timer: asyncio.TimerHandle | None = None
+        self._holders = 0
+        self.trims = 0
+
+    def hold(self) -> None:
+        """Something that uses memory began (a request, an upload's storage write)."""
+        self._holders += 1
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    def release(self) -> None:
+        """... and ended; the last one schedules the trim."""
+        self._holders -= 1
+        if self._holders > 0 or self._trim is None or self._timer is not None:
+            return
+        with contextlib.suppress(RuntimeError):  # no running loop: nothing to schedule on
+            loop = asyncio.get_running_loop()
+            self._timer = loop.call_later(TRIM_AFTER_SECONDS, self._release)
+
+    def _release(self) -> None:
+        self._timer = None
+        if self._trim is not None:
+            # An upload that failed leaves cycles (handler, task, exception, traceback, frames
+            # holding its buffers) that only a full collection frees; at idle it costs little.
+            gc.collect()
+            self._trim(0)
+            self.trims += 1

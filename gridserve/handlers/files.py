@@ -330,6 +330,10 @@ class FilesHandler(GridFSHandler):
 
     def _begin_upload(self, work: Any) -> None:
         self._upload = asyncio.ensure_future(work)
+        if self._tracker is not None:  # the upload may outlive its request (its cleanup)
+            memory = self._tracker.memory
+            memory.hold()
+            self._upload.add_done_callback(lambda _: memory.release())
         metrics = self.metrics
         if metrics is not None:
             metrics.uploads_in_flight.inc()
