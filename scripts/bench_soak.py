@@ -25,12 +25,12 @@ import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import pymongo
 import requests
-from benchmarks import PY, TOKEN, Server, running
 
+from scripts.benchmarks import PY, TOKEN, Server, running
 from tests.dbserver import FerretDB, ferretdb_binary, free_port
 
 MIB = 1024 * 1024
