@@ -59,6 +59,7 @@ log = logging.getLogger("gridserve.sweep")
 DEFAULT_GRACE = 24 * 3600.0
 DEFAULT_INTERVAL = 3600.0
 DEFAULT_BATCH = 1000
+STARTUP_DELAY = 10.0
 LEASE_COLLECTION = "gridserve.leases"
 _FROM_LEASE: Any = object()
 
@@ -306,11 +307,17 @@ async def _sweep_s3(storage: Any, grace: float, repair: bool) -> SweepReport:
 
 
 async def sweep_periodically(
-    storage: Storage, interval: float = DEFAULT_INTERVAL, grace: float = DEFAULT_GRACE
+    storage: Storage,
+    interval: float = DEFAULT_INTERVAL,
+    grace: float = DEFAULT_GRACE,
+    first_delay: float = STARTUP_DELAY,
 ) -> None:
-    """Sweeps (with repair) at once and then every ``interval`` seconds, until cancelled; a
-    failed run is logged and retried at the next interval. For ``gridserve serve``."""
+    """Sweeps (with repair) ``first_delay`` seconds after startup and then every ``interval``
+    seconds, until cancelled; a failed run is logged and retried at the next interval. For
+    ``gridserve serve``. The delay lets the server answer its first requests first (an S3
+    client's creation blocks the loop for a moment)."""
     owner = _owner()
+    await asyncio.sleep(first_delay)
     while True:
         try:
             report = await sweep(
