@@ -10,7 +10,7 @@ import tornado.web
 
 from gridserve.acl import ACL, SigningKeys
 from gridserve.handlers.errors import NotFoundHandler
-from gridserve.handlers.files import FilesHandler
+from gridserve.handlers.files import DEFAULT_LINGER_BYTES, DEFAULT_LINGER_SECONDS, FilesHandler
 from gridserve.handlers.ops import HealthHandler, MetricsHandler, ReadyHandler
 from gridserve.handlers.stream import DEFAULT_SEND_BUFFER
 from gridserve.handlers.ui import ui_routes
@@ -62,27 +62,31 @@ def make_app(
     ui: bool = False,
     ui_uploads: bool = False,
     signing_key: SigningKeys | None = None,
+    linger_seconds: float = DEFAULT_LINGER_SECONDS,
+    linger_bytes: int = DEFAULT_LINGER_BYTES,
     **settings: Any,
 ) -> tornado.web.Application:
     """An application serving ``storage`` under ``prefix``: read, list, upload, delete (see
-    :mod:`gridserve.handlers.files`), plus ``/healthz``, ``/readyz`` and ``/metrics`` unless
-    ``ops_routes`` is false.
+        :mod:`gridserve.handlers.files`), plus ``/healthz``, ``/readyz`` and ``/metrics`` unless
+        ``ops_routes`` is false.
 
-    ``acl`` decides who may do what (default: everyone reads, nobody writes); ``upload_policy``
-    what uploads are accepted; ``cors_origin`` lets players on other origins fetch (an origin, a
-    comma-separated list, or ``*``); ``send_timeout`` how long a client may take no data before
-    it is disconnected; ``send_buffer`` the kernel send buffer of streaming connections (see
-    :class:`~gridserve.handlers.GridFSHandler`); ``metrics`` is the registry to record into (a
-    fresh one by default); ``combined_access_log`` logs each request to ``gridserve.access`` in
-    the combined format. ``ui`` serves the media page at ``/`` (``ui_uploads``: with its upload
-    form). ``signing_key`` signs the file URLs that listings return, so a page or player that
-    may list can also play when reads need signed URLs. ``settings`` go to
-    ``tornado.web.Application``. The application's ``settings["gridserve_tracker"]`` counts
-    requests in flight (for graceful shutdown).
+        ``acl`` decides who may do what (default: everyone reads, nobody writes); ``upload_policy``
+        what uploads are accepted; ``cors_origin`` lets players on other origins fetch (an origin, a
+        comma-separated list, or ``*``); ``send_timeout`` how long a client may take no data before
+        it is disconnected; ``send_buffer`` the kernel send buffer of streaming connections (see
+        :class:`~gridserve.handlers.GridFSHandler`); ``metrics`` is the registry to record into (a
+        fresh one by default); ``combined_access_log`` logs each request to ``gridserve.access`` in
+        the combined format. ``ui`` serves the media page at ``/`` (``ui_uploads``: with its upload
+        form). ``signing_key`` signs the file URLs that listings return, so a page or player that
+        may list can also play when reads need signed URLs. ``linger_seconds`` and ``linger_bytes``
+    bound how long and how much of a refused upload's body is read and discarded so the client
+    reads the refusal (see :meth:`~gridserve.handlers.FilesHandler.finish`). ``settings`` go to
+        ``tornado.web.Application``. The application's ``settings["gridserve_tracker"]`` counts
+        requests in flight (for graceful shutdown).
 
-    To add gridserve to an existing app instead, mount
-    :class:`~gridserve.handlers.GridFSHandler` (read-only) or
-    :class:`~gridserve.handlers.FilesHandler` on a route of your own.
+        To add gridserve to an existing app instead, mount
+        :class:`~gridserve.handlers.GridFSHandler` (read-only) or
+        :class:`~gridserve.handlers.FilesHandler` on a route of your own.
     """
     prefix = "/" + prefix.strip("/") if prefix.strip("/") else ""
     metrics = metrics or Metrics()
@@ -96,6 +100,8 @@ def make_app(
         "send_timeout": send_timeout,
         "send_buffer": send_buffer,
         "signing_key": signing_key,
+        "linger_seconds": linger_seconds,
+        "linger_bytes": linger_bytes,
     }
     routes: list[Any] = []
     if ops_routes:

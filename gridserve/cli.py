@@ -27,7 +27,7 @@ from typing import Any, BinaryIO
 import tornado.httpserver
 import tornado.netutil
 
-from gridserve import __version__
+from gridserve import __version__, cli_fsck
 from gridserve.acl import ACL, default_acl, sign_path
 from gridserve.app import make_app
 from gridserve.config import (
@@ -55,6 +55,7 @@ from gridserve.storage import (
     mask_uri,
 )
 from gridserve.supervisor import fork_workers
+from gridserve.sweep import sweep_periodically
 from gridserve.uploads import (
     SNIFF_BYTES,
     Rejected,
@@ -164,6 +165,8 @@ def build_parser() -> argparse.ArgumentParser:
     info.add_argument("key", metavar="KEY")
     info.add_argument("--rev", type=int, default=None)
     _add_settings(info, STORAGE_SETTINGS)
+
+    _add_settings(cli_fsck.add_parser(commands), STORAGE_SETTINGS)
 
     sign = commands.add_parser(
         "sign",
@@ -406,6 +409,8 @@ async def _serve_forever(
         ui_uploads=bool(values["upload_token"]),
         signing_key=values["signing_key"],
         combined_access_log=bool(values["access_log"]),
+        linger_seconds=values["linger_seconds"],
+        linger_bytes=values["linger_bytes"],
     )
     server = tornado.httpserver.HTTPServer(
         app, idle_connection_timeout=values["idle_timeout"], xheaders=values["xheaders"]
@@ -425,6 +430,12 @@ async def _serve_forever(
     else:
         log.info("serving %s at %s%s/", storage.description, base, prefix)
 
+    sweeper = None
+    if values["sweep_interval"] > 0:
+        sweeper = asyncio.ensure_future(
+            sweep_periodically(storage, values["sweep_interval"], values["sweep_grace"])
+        )
+
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -438,6 +449,8 @@ async def _serve_forever(
     if not await tracker.drained(values["shutdown_timeout"]):
         log.warning("shutdown timeout: aborting %d request(s)", tracker.active)
     await server.close_all_connections()
+    if sweeper is not None:
+        sweeper.cancel()
     await storage.close()
     tracker.close_abandoned()
     log.info("stopped")
@@ -597,6 +610,7 @@ TOOLS: dict[str, Callable[[argparse.Namespace, Storage], Awaitable[int]]] = {
     "ls": cmd_ls,
     "rm": cmd_rm,
     "info": cmd_info,
+    "fsck": cli_fsck.cmd_fsck,
 }
 
 

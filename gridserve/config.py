@@ -204,6 +204,36 @@ SERVE_SETTINGS = (
     ),
     Setting("send_timeout", 60, _positive, "drop a client that takes no data for this long (s)"),
     Setting("idle_timeout", 60, _positive, "close keep-alive connections idle this long (s)"),
+    Setting(
+        "linger_seconds",
+        10.0,
+        _non_negative_seconds,
+        "after refusing an upload, read and discard its body this long so the client reads "
+        "the refusal (default 10; 0 = close at once)",
+        metavar="SECONDS",
+    ),
+    Setting(
+        "linger_bytes",
+        32 * 1024 * 1024,
+        parse_size,
+        "... and at most this much of it (default 32M)",
+        metavar="SIZE",
+    ),
+    Setting(
+        "sweep_interval",
+        3600.0,
+        _non_negative_seconds,
+        "look for what crashed uploads left behind at startup and this often (default 3600; "
+        "0 = never)",
+        metavar="SECONDS",
+    ),
+    Setting(
+        "sweep_grace",
+        86400.0,
+        _non_negative_seconds,
+        "the sweep deletes only leftovers older than this (default 86400: a day)",
+        metavar="SECONDS",
+    ),
 )
 
 ALL_SETTINGS = STORAGE_SETTINGS + SERVE_SETTINGS

@@ -4,7 +4,8 @@
 else counted as ``other``: a client cannot grow the label set by inventing methods),
 ``gridserve_sent_bytes_total``,
 ``gridserve_range_requests_total{kind}`` (single, multi, unsatisfiable),
-``gridserve_streams_in_flight``, ``gridserve_upload_bytes_total``,
+``gridserve_streams_in_flight``, ``gridserve_uploads_in_flight``,
+``gridserve_requests_in_flight``, ``gridserve_upload_bytes_total``,
 ``gridserve_storage_seconds{operation}`` (a histogram of storage lookups and writes),
 ``gridserve_storage_read_bytes_total{storage}`` (bytes the handlers took from a storage's
 ``read()``, by :func:`storage_kind`: what answering cost the storage; a response abandoned by
@@ -92,6 +93,14 @@ class Metrics:
             "Responses streaming now",
             registry=r,
             multiprocess_mode="livesum",
+        )
+        self.requests_in_flight = Gauge(
+            "gridserve_requests_in_flight",
+            "Requests begun and not yet ended (a request whose client left ends as 499)",
+            registry=r,
+        )
+        self.uploads_in_flight = Gauge(
+            "gridserve_uploads_in_flight", "Uploads being stored now", registry=r
         )
         self.storage_read_bytes = Counter(
             "gridserve_storage_read_bytes",

@@ -252,6 +252,13 @@ class UploadPolicy:
         if self.max_size is not None and size > self.max_size:
             raise Rejected(413, f"larger than the {self.max_size}-byte limit")
 
+    def check_name(self, filename: str) -> None:
+        """415 for a name whose extension alone is refused, whatever its content: decided
+        from the request's headers, before the body is read. Only ``AllExcept`` refuses by
+        extension alone (``Only`` accepts a file whose type matches, whatever its name)."""
+        if isinstance(self.types, AllExcept) and self.types.family.matches(filename, ""):
+            raise Rejected(415, f"{posixpath.basename(filename)} not allowed")
+
     def check_type(self, filename: str, content_type: str) -> None:
         if not self.types.allows(filename, content_type):
             raise Rejected(415, f"{content_type} ({posixpath.basename(filename)}) not allowed")

@@ -232,3 +232,29 @@ def serve(make_storage: Callable[[], Storage]) -> Iterator[Callable[..., LiveSer
 @pytest.fixture
 def server(serve: Callable[..., LiveServer]) -> LiveServer:
     return serve()
+
+
+@pytest.fixture
+def nothing_left(
+    backend: str, request: pytest.FixtureRequest, local_root: Path
+) -> Callable[[], None]:
+    """Asserts the backend holds no file, no orphan chunk, no temporary or pending upload."""
+
+    def check() -> None:
+        if backend == "gridfs":
+            db = request.getfixturevalue("sync_db")
+            assert db["fs.files"].count_documents({}) == 0
+            assert db["fs.chunks"].count_documents({}) == 0
+        elif backend == "local":
+            visible = [p for p in local_root.rglob("*") if ".gridserve" not in p.parts]
+            assert [p for p in visible if p.is_file()] == []
+            tmp = local_root / ".gridserve" / "tmp"  # made by the first write only
+            assert not tmp.exists() or list(tmp.iterdir()) == []
+        else:
+            from tests.test_storage_s3 import leftovers
+
+            server = request.getfixturevalue("s3_server")
+            bucket = request.getfixturevalue("s3_bucket")
+            assert asyncio.run(leftovers(server, bucket)) == ([], [])
+
+    return check

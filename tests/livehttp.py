@@ -49,6 +49,7 @@ class LiveServer:
         self._ready = threading.Event()
         self._error: BaseException | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
+        self.app: Any = None
         self._stop: asyncio.Event | None = None
         self._thread = threading.Thread(target=self._run, name="live-gridserve", daemon=True)
 
@@ -91,6 +92,7 @@ class LiveServer:
             app = self.application(self.storage)
         else:
             app = make_app(self.storage, **self.app_options)
+        self.app = app
         sockets = tornado.netutil.bind_sockets(0, "127.0.0.1")
         server = tornado.httpserver.HTTPServer(app, **self.server_options)
         server.add_sockets(sockets)

@@ -14,7 +14,7 @@ from gridserve.storage import Storage
 from tests.conftest import BACKENDS
 from tests.livehttp import LiveServer
 from tests.test_cli import gridserve
-from tests.test_uploads_http import AUTH, nothing_left, put, writable  # noqa: F401 - fixtures
+from tests.test_uploads_http import AUTH, put, writable  # noqa: F401 - fixtures
 
 pytestmark = pytest.mark.parametrize("backend", BACKENDS, indirect=True)
 
@@ -45,7 +45,7 @@ async def test_revisions_lists_every_revision_oldest_first(
 def test_delete_removes_every_revision_and_says_which(
     writable: LiveServer,  # noqa: F811
     backend: str,
-    nothing_left: Callable[[], None],  # noqa: F811
+    nothing_left: Callable[[], None],
 ) -> None:
     ids = [put(writable, "show/ep.webm", b"\x1aE\xdf\xa3" + os.urandom(9)).json()["id"]]
     ids.append(put(writable, "show/ep.webm", b"\x1aE\xdf\xa3" + os.urandom(9)).json()["id"])

@@ -39,6 +39,7 @@ import dataclasses
 import json
 import logging
 import time
+from asyncio import Future
 from collections.abc import AsyncIterator
 from typing import Any
 from urllib.parse import quote
@@ -59,6 +60,7 @@ from gridserve.multipart import MultipartError, MultipartReader
 from gridserve.storage.base import (
     FileInfo,
     FileNotFound,
+    InsufficientStorage,
     InvalidKey,
     Storage,
     StorageUnavailable,
@@ -80,6 +82,8 @@ MAX_LIST_LIMIT = 1000
 LISTED_URL_TTL = 3600
 HANDOVER_CHUNKS = 4
 UNLIMITED_BODY = 1 << 50
+DEFAULT_LINGER_SECONDS = 10.0
+DEFAULT_LINGER_BYTES = 32 * 1024 * 1024
 
 
 def describe_file(info: FileInfo, url_prefix: str = "/fs") -> dict[str, Any]:
@@ -97,15 +101,22 @@ def describe_file(info: FileInfo, url_prefix: str = "/fs") -> dict[str, Any]:
     }
 
 
+class UploadAborted(Exception):
+    """The body of an upload stops here: the client left, or the upload was refused."""
+
+
 class BodyChannel:
     """A bounded hand-over of body chunks from ``data_received`` to a storage's ``save``.
 
-    ``None`` marks the end. Once the consumer gives up (:meth:`close`), producers no longer
-    block and their chunks are dropped.
+    ``None`` marks the end. :meth:`abort` ends it early: the consumer's iterator raises
+    :class:`UploadAborted` at its next chunk, so a storage write in progress completes and the
+    storage's own failure path removes what was written. Once the consumer gives up
+    (:meth:`close`) or the channel is aborted, producers no longer block and their chunks are
+    dropped.
     """
 
     def __init__(self, max_chunks: int = HANDOVER_CHUNKS) -> None:
-        self._queue: asyncio.Queue[bytes | None] = asyncio.Queue(max_chunks)
+        self._queue: asyncio.Queue[bytes | UploadAborted | None] = asyncio.Queue(max_chunks)
         self._closed = False
 
     async def put(self, chunk: bytes | None) -> None:
@@ -117,8 +128,14 @@ class BodyChannel:
         while not self._queue.empty():  # frees a producer blocked on a full queue
             self._queue.get_nowait()
 
+    def abort(self, reason: str) -> None:
+        self.close()
+        self._queue.put_nowait(UploadAborted(reason))  # room: the queue was just emptied
+
     async def chunks(self) -> AsyncIterator[bytes]:
         while (chunk := await self._queue.get()) is not None:
+            if isinstance(chunk, UploadAborted):
+                raise chunk
             yield chunk
 
 
@@ -146,6 +163,8 @@ class FilesHandler(GridFSHandler):
         send_timeout: float = DEFAULT_SEND_TIMEOUT,
         signing_key: SigningKeys | None = None,
         send_buffer: int | None = DEFAULT_SEND_BUFFER,
+        linger_seconds: float = DEFAULT_LINGER_SECONDS,
+        linger_bytes: int = DEFAULT_LINGER_BYTES,
     ) -> None:
         super().initialize(
             storage,
@@ -162,6 +181,11 @@ class FilesHandler(GridFSHandler):
         self._upload: asyncio.Future[Any] | None = None
         self._multipart: MultipartReader | None = None
         self._received = 0
+        self.linger_seconds = linger_seconds
+        self.linger_bytes = linger_bytes
+        self._linger: asyncio.Future[None] | None = None  # the refusal, while its body drains
+        self._linger_timer: asyncio.TimerHandle | None = None
+        self._linger_left = 0
 
     # -- dispatch ------------------------------------------------------------------------
 
@@ -179,7 +203,6 @@ class FilesHandler(GridFSHandler):
         if method == "DELETE":
             await super().prepare()  # resolves; asks the ACL for "delete" (lookup_action)
             return
-        self._check_declared_size()
         try:
             if method == "PUT":
                 await self._start_put(key)
@@ -273,41 +296,80 @@ class FilesHandler(GridFSHandler):
         self.finish(json.dumps({"deleted": deleted}))
 
     # -- uploads -------------------------------------------------------------------------
+    #
+    # Refusals decided from the headers come first, in a fixed order, before any byte of the
+    # body is read (and before ``100 Continue``, which Tornado sends only once prepare() has
+    # returned): 400 bad name, 401/403 the ACL's write decision, 413 declared size, 409 the
+    # name exists (policy ``reject``), 415 the extension is refused whatever the content.
+    # Authorisation first, so a stranger learns nothing about names from a 409. A refusal
+    # while the body is still coming lingers (:meth:`finish`).
 
     def _check_declared_size(self) -> None:
-        declared = self.request.headers.get("Content-Length")
-        limit = self.upload_policy.max_size
-        if (
-            declared is not None
-            and declared.isdigit()
-            and limit is not None
-            and int(declared) > limit
-        ):
-            raise tornado.web.HTTPError(413, reason=f"Larger than {limit} bytes")
         connection = self.request.connection
         if connection is not None and hasattr(connection, "set_max_body_size"):
             # Tornado's own cap (100 MB by default) is for buffered bodies. Ours is the policy,
             # counted in data_received: Tornado's would answer 400 before we could say 413.
             connection.set_max_body_size(UNLIMITED_BODY)
+        declared = self.request.headers.get("Content-Length")
+        if declared is not None and declared.isdigit():
+            self.upload_policy.check_size(int(declared))
 
     async def _start_put(self, key: str) -> None:
         name = sanitize_name(key)
         await self.authorize("write", name)
         self._limit_to_signed_size()
+        self._check_declared_size()
+        if self.upload_policy.on_conflict == "reject" and await self._exists(name):
+            raise Rejected(409, f"{name} exists")
+        self.upload_policy.check_name(name)
         declared = self.request.headers.get("Content-Type")
         channel = self._channel = BodyChannel()
-        self._upload = asyncio.ensure_future(self._store(name, declared, channel.chunks()))
+        self._begin_upload(self._store(name, declared, channel.chunks()))
 
     async def _start_post(self, key: str) -> None:
         directory = sanitize_folder(key)
         await self.authorize("write", directory)
+        self._check_declared_size()
         try:
             self._multipart = MultipartReader(self.request.headers.get("Content-Type", ""))
         except MultipartError as exc:
             raise Rejected(400, str(exc)) from None
-        self._upload = asyncio.ensure_future(self._store_parts(directory, self._multipart))
+        self._begin_upload(self._store_parts(directory, self._multipart))
+
+    def _begin_upload(self, work: Any) -> None:
+        self._upload = asyncio.ensure_future(work)
+        if self._tracker is not None:  # the upload may outlive its request (its cleanup)
+            memory = self._tracker.memory
+            memory.hold()
+            self._upload.add_done_callback(lambda _: memory.release())
+        metrics = self.metrics
+        if metrics is not None:
+            metrics.uploads_in_flight.inc()
+            self._upload.add_done_callback(lambda _: metrics.uploads_in_flight.dec())
+        self._upload.add_done_callback(self._upload_ended)
+
+    def _upload_ended(self, upload: asyncio.Future[Any]) -> None:
+        """A refusal found while the body is still arriving (415 from the sniffed type, 507,
+        503) is answered now, not after the rest of the body: it then lingers, bounded."""
+        if upload.cancelled():
+            return
+        failure = upload.exception()  # retrieved even when nobody awaits it any more
+        body: Future[None] | None = getattr(self.request, "_body_future", None)
+        if failure is None or self._finished or self._linger is not None:
+            return
+        if body is None or body.done():
+            return  # put()/post() awaits it and answers
+        answer = self._failure_answer(failure)
+        if answer is not None:
+            self._abort_upload(answer[1])
+            self.send_error(answer[0], reason=answer[1])
 
     async def data_received(self, chunk: bytes) -> None:
+        if self._linger is not None:
+            self._linger_left -= len(chunk)
+            if self._linger_left < 0:
+                self._end_linger()
+            return
         if self._upload is None or self._upload.done():
             return  # already failed; its answer is on the way
         self._received += len(chunk)
@@ -316,7 +378,7 @@ class FilesHandler(GridFSHandler):
         try:
             self.upload_policy.check_size(self._received)
         except Rejected as exc:
-            self._abort_upload()
+            self._abort_upload(exc.reason)
             self.send_error(exc.status, reason=exc.reason)
             return
         if self._channel is not None:
@@ -324,20 +386,95 @@ class FilesHandler(GridFSHandler):
         elif self._multipart is not None:
             await self._multipart.feed(chunk)
 
-    def _abort_upload(self) -> None:
-        if self._upload is not None and not self._upload.done():
-            self._upload.cancel()
+    def _abort_upload(self, reason: str) -> None:
+        """Ends the upload early. A PUT's body iterator raises, so the storage finishes the
+        write in progress and then removes everything (a cancellation could not know what a
+        write already sent did); a form upload is cancelled (the storages settle their writes).
+        """
         if self._channel is not None:
-            self._channel.close()
+            self._channel.abort(reason)
+        elif self._upload is not None and not self._upload.done():
+            self._upload.cancel()
         if self._multipart is not None:
             self._multipart.close()
 
-    def on_connection_close(self) -> None:
-        self._abort_upload()  # the client went away mid-body: nothing may be left behind
-        super().on_connection_close()
+    def abort_work(self) -> None:
+        self._abort_upload("the client went away")  # nothing may be left behind
+
+    def client_gone(self) -> None:
+        if self._linger is not None and not self._finished:
+            self._gone = True
+            self._abort_upload("the client went away")
+            self._end_linger()  # it may have read the refusal: logged as what it was sent
+            return
+        super().client_gone()
+
+    # -- lingering refusals ----------------------------------------------------------------
+
+    def finish(self, chunk: str | bytes | dict[Any, Any] | None = None) -> Future[None]:
+        """Finishes the response; a refusal of a body still arriving *lingers*: the answer is
+        sent at once, then the body is read and discarded for up to ``linger_seconds`` and
+        ``linger_bytes`` before the request ends (closing the connection if the body was not
+        all read), as nginx's lingering close. Closing while the client still sends would make
+        the kernel reset the connection, and a client that writes its whole body before
+        reading (``requests``, browsers) would see the reset instead of the answer. A client
+        that asked ``Expect: 100-continue`` and was refused before ``100 Continue`` sent no
+        body: no lingering."""
+        if self._linger is not None:
+            return self._linger  # the refusal is out; _end_linger finishes
+        if not self._should_linger():
+            return super().finish(chunk)
+        if chunk is not None:
+            self.write(chunk)
+        if not self._headers_written:
+            self.set_header("Content-Length", sum(len(part) for part in self._write_buffer))
+            self.set_header("Connection", "close")
+        sent = self.flush()
+        linger: Future[None] = asyncio.get_running_loop().create_future()
+        self._linger = linger
+        self._linger_left = self.linger_bytes
+        self._linger_timer = asyncio.get_running_loop().call_later(
+            self.linger_seconds, self._end_linger
+        )
+        body: Future[None] = self.request._body_future
+        body.add_done_callback(lambda _: self._end_linger())
+        sent.add_done_callback(lambda f: f.cancelled() or f.exception())
+        return linger
+
+    def _should_linger(self) -> bool:
+        if self.request.method not in ("PUT", "POST") or self._gone:
+            return False
+        if self.get_status() < 400 or self.linger_seconds <= 0 or self.linger_bytes <= 0:
+            return False
+        body: Future[None] | None = getattr(self.request, "_body_future", None)
+        if body is None or body.done():
+            return False
+        headers = self.request.headers
+        declared = headers.get("Content-Length", "")
+        chunked = "chunked" in headers.get("Transfer-Encoding", "").lower()
+        if not chunked and not (declared.isdigit() and int(declared) > self._received):
+            return False
+        prepared = self._prepared_future
+        waiting_for_continue = headers.get("Expect", "").lower() == "100-continue" and (
+            prepared is not None and not prepared.done()
+        )
+        return not waiting_for_continue
+
+    def _end_linger(self) -> None:
+        if self._linger is None or self._finished:
+            return
+        if self._linger_timer is not None:
+            self._linger_timer.cancel()
+        linger = self._linger
+        with contextlib.suppress(Exception):
+            super().finish()
+        if not linger.done():
+            linger.set_result(None)
+
+    # -- the upload's end ------------------------------------------------------------------
 
     async def put(self, path: str) -> None:
-        if self._finished or self._channel is None or self._upload is None:
+        if self._finished or self._linger or self._channel is None or self._upload is None:
             return
         await self._channel.put(None)
         info = await self._await_upload()
@@ -345,7 +482,7 @@ class FilesHandler(GridFSHandler):
             self._created([info])
 
     async def post(self, path: str) -> None:
-        if self._finished or self._multipart is None or self._upload is None:
+        if self._finished or self._linger or self._multipart is None or self._upload is None:
             return
         await self._multipart.finish()
         stored = await self._await_upload()
@@ -358,15 +495,30 @@ class FilesHandler(GridFSHandler):
         assert self._upload is not None
         try:
             return await self._upload
-        except Rejected as exc:
-            self.send_error(exc.status, reason=exc.reason)
-        except MultipartError as exc:
-            self.send_error(400, reason=str(exc))
-        except InvalidKey as exc:
-            self.send_error(400, reason=str(exc))
-        except StorageUnavailable as exc:
+        except Exception as exc:
+            answer = self._failure_answer(exc)
+            if answer is None:
+                raise
+            if not self._finished and self._linger is None:
+                self.send_error(answer[0], reason=answer[1])
+        return None
+
+    @staticmethod
+    def _failure_answer(exc: BaseException) -> tuple[int, str] | None:
+        """The status and reason for an upload that failed with ``exc``; None for a failure
+        that is a bug (a 500). An :class:`UploadAborted` upload was answered already."""
+        if isinstance(exc, Rejected):
+            return exc.status, exc.reason
+        if isinstance(exc, (MultipartError, InvalidKey)):
+            return 400, str(exc)
+        if isinstance(exc, InsufficientStorage):
+            log.warning("upload refused, storage full: %s", exc)
+            return 507, "Insufficient Storage"
+        if isinstance(exc, StorageUnavailable):
             log.warning("upload failed, storage unavailable: %s", exc)
-            self.send_error(503, reason="Storage unavailable")
+            return 503, "Storage unavailable"
+        if isinstance(exc, UploadAborted):
+            return 499, str(exc)
         return None
 
     def _created(self, files: list[FileInfo]) -> None:

@@ -70,7 +70,7 @@ from gridserve.storage.base import (
     Storage,
     StorageUnavailable,
 )
-from gridserve.tracking import RequestTracker
+from gridserve.tracking import CLIENT_CLOSED, DisconnectWatch, RequestTracker
 
 log = logging.getLogger("gridserve.stream")
 
@@ -112,20 +112,66 @@ class StorageRequestHandler(PlainErrors):
         self._tracker = tracker
         if tracker is not None:
             tracker.started(self)
+        if self.metrics is not None:
+            self.metrics.requests_in_flight.inc()
+        self._gone = False
+        self._task: asyncio.Task[Any] | None = None
+        self._watch: DisconnectWatch | None = None
+        sock = getattr(getattr(self.request.connection, "stream", None), "socket", None)
+        if sock is not None:
+            self._watch = DisconnectWatch(sock, self.client_gone)
+
+    async def _execute(self, transforms: Any, *args: bytes, **kwargs: bytes) -> None:
+        self._task = asyncio.current_task()  # what client_gone() cancels
+        await super()._execute(transforms, *args, **kwargs)
 
     def _untrack(self) -> None:
+        if self._watch is not None:
+            self._watch.stop()
         if self._tracker is not None:
             self._tracker.finished(self)
 
     def on_finish(self) -> None:
         self._untrack()
         if self.metrics is not None:
+            self.metrics.requests_in_flight.dec()
             self.metrics.count_request(self.request.method, self.get_status())
 
     def on_connection_close(self) -> None:
         if self._tracker is not None:
             self._tracker.abandoned(self)
         super().on_connection_close()
+        self.client_gone()
+
+    def abort_work(self) -> None:
+        """Override point: stops what the request started outside its own task (an upload's
+        storage write). Runs once, when the client has left, before the request ends."""
+
+    def client_gone(self) -> None:
+        """The client left (seen by Tornado or by the :class:`DisconnectWatch`): ends the
+        request now, as 499, and cancels what it awaits (a storage lookup, a read), which then
+        cleans up as on any other failure. Idempotent."""
+        if not self._gone:
+            self._gone = True
+            if self._watch is not None:
+                self._watch.stop()
+            self.abort_work()
+        if self._finished:
+            return
+        task = self._task
+        current = asyncio.current_task()
+        if getattr(self, "_dropping", False) and task is not None and task is not current:
+            return  # we dropped the client: the handler's own task sees it and calls again
+        stream = getattr(self.request.connection, "stream", None)
+        if stream is not None and not stream.closed():
+            stream.close()
+        tornado.web.RequestHandler.on_connection_close(self)  # fails a pending body read
+        self._write_buffer = []
+        self.set_status(CLIENT_CLOSED, reason="Client Closed Request")
+        with contextlib.suppress(Exception):
+            self.finish()
+        if task is not None and not task.done() and task is not current:
+            task.cancel()
 
     def set_default_headers(self) -> None:
         allowed = self.settings.get("gridserve_cors_origin")
@@ -384,6 +430,7 @@ class GridFSHandler(StorageRequestHandler, tornado.web.StaticFileHandler):
                 self.write(closing)
                 await self._timed_flush()
         except StreamClosedError:
+            self.client_gone()
             if self._stalled:
                 log.info(
                     "dropped a client that read nothing for %gs, after %d bytes of %s",
@@ -445,6 +492,9 @@ class GridFSHandler(StorageRequestHandler, tornado.web.StaticFileHandler):
         complete-looking wrong one. ``reset`` sends a TCP RST, so the kernel drops what is
         still queued for a client that stopped reading instead of holding it for that client.
         """
+        if self._watch is not None:
+            self._watch.stop()
+        self._dropping = True  # the handler's own task sees the close: client_gone() lets it be
         stream = getattr(self.request.connection, "stream", None)
         if stream is not None:
             sock = getattr(stream, "socket", None)

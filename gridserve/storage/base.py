@@ -75,6 +75,11 @@ class StorageUnavailable(StorageError):
     """The backend cannot be reached now; the request may be retried later."""
 
 
+class InsufficientStorage(StorageError):
+    """The backend is full (no space left on the device, a quota): the upload is refused (507)
+    and nothing of it is kept."""
+
+
 class CorruptFile(StorageError):
     """The stored data disagrees with the file's description (missing or short chunk)."""
 

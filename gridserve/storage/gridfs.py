@@ -43,6 +43,7 @@ from gridserve.storage.base import (
 )
 from gridserve.storage.lookups import ChunkLocator, FileDocumentCache
 from gridserve.storage.readahead import read_ahead
+from gridserve.storage.writes import Cleanups, settle
 
 DEFAULT_CHUNK_SIZE = 255 * 1024
 DEFAULT_READ_AHEAD = 512 * 1024  # per stream: bounds what a slow client makes us hold
@@ -50,6 +51,7 @@ DEFAULT_FILE_CACHE_SECONDS = 5.0
 DEFAULT_POINT_READ_CHUNKS = 8
 DEFAULT_INSERT_BATCH = 2 * 1024 * 1024  # per upload: chunks held for one insert_many
 ORPHAN_RETRY_SECONDS = 600.0
+CLOSE_DRAIN_SECONDS = 10.0
 log = logging.getLogger("gridserve.storage")
 _FILE_FIELDS = {
     "_id": 1,
@@ -171,7 +173,7 @@ class GridFSStorage(Storage):
         self.chunk_size = chunk_size
         self._owns_client = owns_client
         self._indexes_ready = False
-        self._cleanups: set[asyncio.Future[None]] = set()
+        self.cleanups = Cleanups()
         self.file_cache: FileDocumentCache[FileInfo] = FileDocumentCache(file_cache_seconds)
         self.locator = ChunkLocator(locator_chunks)
         self.point_read_chunks = point_read_chunks
@@ -424,6 +426,7 @@ class GridFSStorage(Storage):
         length = n = 0
         pending: list[dict[str, Any]] = []  # chunks inserted together, one round trip
         batch = max(1, self.insert_batch // size)
+        self.cleanups.save_started()
         try:
             await self._ensure_indexes()
             async for piece in chunks:
@@ -435,12 +438,13 @@ class GridFSStorage(Storage):
                     del buffer[:size]
                     n += 1
                     if len(pending) >= batch:
-                        await self.chunks.insert_many(pending, ordered=True)
+                        # settle: a cancelled insert still lands; the cleanup must see it
+                        await settle(self.chunks.insert_many(pending, ordered=True))
                         pending = []
             if buffer:
                 pending.append({"files_id": file_id, "n": n, "data": bytes(buffer)})
             if pending:
-                await self.chunks.insert_many(pending, ordered=True)
+                await settle(self.chunks.insert_many(pending, ordered=True))
             meta = dict(metadata or {})
             meta["sha256"] = digests.sha256
             doc: dict[str, Any] = {
@@ -454,26 +458,29 @@ class GridFSStorage(Storage):
             }
             if content_type:
                 doc["contentType"] = content_type
-            await self.files.insert_one(doc)
+            await settle(self.files.insert_one(doc))
         except BaseException as exc:
-            await self._discard_chunks(file_id)
+            await self.cleanups.run(lambda: self._discard_chunks(file_id))
             if isinstance(exc, PyMongoError):
                 raise StorageUnavailable(f"upload of {name} failed: {exc}") from exc
             raise
+        finally:
+            self.cleanups.save_ended()
         return file_info_from_document(doc)
 
     async def _discard_chunks(self, file_id: ObjectId) -> None:
-        """Deletes the chunks of an upload that failed. They are unreachable already (no file
-        document); if the database is away too, a background task retries until it is back."""
+        """Deletes what an upload that failed wrote: its chunks, and its file document in case
+        the failure came after that insert was sent (a cancellation, a lost reply). They are
+        unreachable already or about to be; if the database is away too, a background task
+        retries until it is back (and the sweep, :mod:`gridserve.sweep`, catches the rest)."""
         try:
+            await self.files.delete_one({"_id": file_id})
             await self.chunks.delete_many({"files_id": file_id})
         except PyMongoError as exc:
             log.warning(
                 "orphan chunks of %s kept for now (%s); retrying in background", file_id, exc
             )
-            task = asyncio.ensure_future(self._discard_later(file_id))
-            self._cleanups.add(task)
-            task.add_done_callback(self._cleanups.discard)
+            self.cleanups.spawn(self._discard_later(file_id))
 
     async def _discard_later(self, file_id: ObjectId) -> None:
         delay = 0.5
@@ -481,13 +488,14 @@ class GridFSStorage(Storage):
         while time.monotonic() < deadline:
             await asyncio.sleep(delay)
             try:
+                await self.files.delete_one({"_id": file_id})
                 await self.chunks.delete_many({"files_id": file_id})
             except PyMongoError:
                 delay = min(delay * 2, 30.0)
                 continue
             log.info("deleted the orphan chunks of %s", file_id)
             return
-        log.error("gave up deleting the orphan chunks of %s", file_id)
+        log.error("gave up deleting the orphan chunks of %s (the sweep will)", file_id)
 
     async def delete(self, info: FileInfo) -> None:
         self.file_cache.forget(info.id)
@@ -501,7 +509,8 @@ class GridFSStorage(Storage):
             raise FileNotFound(str(info.id))
 
     async def close(self) -> None:
-        for task in list(self._cleanups):
-            task.cancel()
+        """Lets the uploads in flight end and their cleanups finish (at most
+        ``CLOSE_DRAIN_SECONDS``), then closes the client if the storage owns it."""
+        await self.cleanups.drain(CLOSE_DRAIN_SECONDS)
         if self._owns_client:
             await self.database.client.close()

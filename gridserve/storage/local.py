@@ -55,6 +55,7 @@ from gridserve.storage.base import (
     CorruptFile,
     FileInfo,
     FileNotFound,
+    InsufficientStorage,
     InvalidKey,
     Storage,
     StorageUnavailable,
@@ -63,6 +64,7 @@ from gridserve.storage.base import (
     stored_content_type,
 )
 from gridserve.storage.localtree import walk_names
+from gridserve.storage.writes import settle
 
 log = logging.getLogger("gridserve.storage.local")
 
@@ -313,23 +315,29 @@ class LocalStorage(Storage):
             with os.fdopen(fd, "wb") as out:
                 async for piece in chunks:
                     digests.update(piece)
-                    await self._io(out.write, piece)
-                await self._io(out.flush)
-                await asyncio.to_thread(os.fsync, out.fileno())  # always: fsync can take long
-            return await asyncio.to_thread(
-                self._commit,
-                tmp,
-                target,
-                relative,
-                {
-                    "contentType": content_type,
-                    "md5": digests.md5,
-                    "metadata": {**(metadata or {}), "sha256": digests.sha256},
-                },
+                    # settle: the file must not close under a write still running in a thread
+                    await settle(self._io(out.write, piece))
+                await settle(self._io(out.flush))
+                await settle(asyncio.to_thread(os.fsync, out.fileno()))  # fsync can take long
+            # settle: a commit cancelled half-way would still rename in its thread
+            return await settle(
+                asyncio.to_thread(
+                    self._commit,
+                    tmp,
+                    target,
+                    relative,
+                    {
+                        "contentType": content_type,
+                        "md5": digests.md5,
+                        "metadata": {**(metadata or {}), "sha256": digests.sha256},
+                    },
+                )
             )
-        except BaseException:
+        except BaseException as exc:
             # Synchronous on purpose: it must run even while the task is being cancelled.
             tmp.unlink(missing_ok=True)  # noqa: ASYNC240
+            if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+                raise InsufficientStorage(f"{relative}: {exc.strerror}") from exc
             raise
 
     def _temporary_file(self) -> tuple[int, str]:

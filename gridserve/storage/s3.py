@@ -37,8 +37,10 @@ from gridserve.storage.base import (
     stored_content_type,
     utc,
 )
+from gridserve.storage.writes import Cleanups, settle
 
 DEFAULT_PART_SIZE = 8 * 1024 * 1024
+CLOSE_DRAIN_SECONDS = 10.0
 READ_BLOCK = 256 * 1024
 # What services report for objects stored without a type (s3proxy: application/unknown).
 _DEFAULT_TYPES = ("binary/octet-stream", "application/octet-stream", "application/unknown")
@@ -68,6 +70,7 @@ class S3Storage(Storage):
         self.bucket = bucket
         self.prefix = prefix.strip("/") + "/" if prefix.strip("/") else ""
         self.part_size = part_size
+        self.cleanups = Cleanups()
         client_options.setdefault(
             "config",
             AioConfig(
@@ -283,15 +286,20 @@ class S3Storage(Storage):
         buffer = bytearray()
         upload_id: str | None = None
         parts: list[dict[str, Any]] = []
+        self.cleanups.save_started()
         try:
             async for piece in chunks:
                 digests.update(piece)
                 buffer += piece
                 while len(buffer) >= self.part_size:
                     if upload_id is None:
-                        created = await s3.create_multipart_upload(**common, Metadata=user_metadata)
+                        # settle: a multipart upload created behind a cancellation is never
+                        # aborted otherwise
+                        created = await settle(
+                            s3.create_multipart_upload(**common, Metadata=user_metadata)
+                        )
                         upload_id = created["UploadId"]
-                    await self._upload_part(s3, object_key, upload_id, parts, buffer)
+                    await settle(self._upload_part(s3, object_key, upload_id, parts, buffer))
             if upload_id is None:
                 user_metadata.update(md5=digests.md5, sha256=digests.sha256)
                 await s3.put_object(**common, Body=bytes(buffer), Metadata=user_metadata)
@@ -306,15 +314,22 @@ class S3Storage(Storage):
                 )
         except BaseException as exc:
             if upload_id is not None:
-                with contextlib.suppress(Exception):
-                    await s3.abort_multipart_upload(
-                        Bucket=self.bucket, Key=object_key, UploadId=upload_id
-                    )
+                started = upload_id
+
+                async def abort() -> None:
+                    with contextlib.suppress(Exception):
+                        await s3.abort_multipart_upload(
+                            Bucket=self.bucket, Key=object_key, UploadId=started
+                        )
+
+                await self.cleanups.run(abort)
             if isinstance(exc, Exception):
                 translated = self._translate(exc, name)
                 if translated is not exc:
                     raise translated from exc
             raise
+        finally:
+            self.cleanups.save_ended()
         # What a later lookup will say, so the ETag is the same: digests for a single-part
         # object, S3's own multipart ETag otherwise.
         return await self.resolve(name)
@@ -349,6 +364,7 @@ class S3Storage(Storage):
             raise self._translate(exc, info.filename) from exc
 
     async def close(self) -> None:
+        await self.cleanups.drain(CLOSE_DRAIN_SECONDS)  # uploads in flight abort their parts
         if self._stack is not None:
             await self._stack.aclose()
         self._stack, self._client = None, None

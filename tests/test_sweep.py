@@ -1,0 +1,128 @@
+"""The sweep and ``gridserve fsck``: leftovers of interrupted uploads on every storage."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import time
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any
+
+from bson import ObjectId
+
+from gridserve.storage.gridfs import GridFSStorage
+from gridserve.storage.local import LocalStorage
+from gridserve.storage.s3 import S3Storage
+from gridserve.sweep import forget_upload, record_upload, sweep
+from tests.s3server import S3Proxy
+from tests.test_cli import gridserve
+from tests.test_storage_s3 import leftovers
+
+DAY = 24 * 3600.0
+
+
+def old_id(days: float) -> ObjectId:
+    return ObjectId.from_datetime(datetime.now(timezone.utc) - timedelta(days=days))
+
+
+def chunks_of(db: Any, files_id: Any, count: int = 2) -> None:
+    db["fs.chunks"].insert_many(
+        [{"files_id": files_id, "n": n, "data": b"x" * 100} for n in range(count)]
+    )
+
+
+async def test_gridfs_orphans_found_then_repaired(sync_db: Any, async_db: Any) -> None:
+    orphan, young, resumable, kept = old_id(3), ObjectId(), old_id(2.5), old_id(2)
+    chunks_of(sync_db, orphan, 3)
+    chunks_of(sync_db, young)  # an upload in progress: younger than the grace period
+    chunks_of(sync_db, resumable)
+    chunks_of(sync_db, kept)
+    sync_db["fs.files"].insert_one(
+        {"_id": kept, "filename": "kept.bin", "length": 200, "chunkSize": 100,
+         "uploadDate": datetime.now(timezone.utc)}
+    )  # fmt: skip
+    storage = GridFSStorage(async_db)
+    await record_upload(storage, resumable, datetime.now(timezone.utc) + timedelta(hours=1))
+
+    found = await sweep(storage, grace=DAY)
+    assert [(i.kind, i.what, i.count, i.deleted) for i in found.leftovers] == [
+        ("chunks", str(orphan), 3, False)
+    ]
+    assert sync_db["fs.chunks"].count_documents({"files_id": orphan}) == 3  # a report only
+    repaired = await sweep(storage, grace=DAY, repair=True)
+    assert [(i.what, i.deleted) for i in repaired.leftovers] == [(str(orphan), True)]
+    await forget_upload(storage, resumable)  # expired or abandoned: now it is an orphan
+    after = await sweep(storage, grace=DAY, repair=True)
+    assert [(i.what, i.deleted) for i in after.leftovers] == [(str(resumable), True)]
+    assert sorted(sync_db["fs.chunks"].distinct("files_id")) == sorted([young, kept])
+
+
+async def test_gridfs_sweep_is_bounded_and_leased(sync_db: Any, async_db: Any) -> None:
+    ids = [old_id(days) for days in (5, 4, 3)]
+    for files_id in ids:
+        chunks_of(sync_db, files_id, 1)
+    storage = GridFSStorage(async_db)
+    first = await sweep(storage, grace=DAY, batch=2, owner="a")
+    assert not first.complete and [i.what for i in first.leftovers] == [str(i) for i in ids[:2]]
+    assert (await sweep(storage, grace=DAY, owner="b")).skipped  # "a" holds the lease
+    second = await sweep(storage, grace=DAY, batch=2, owner="a")  # goes on where it stopped
+    assert second.complete and [i.what for i in second.leftovers] == [str(ids[2])]
+    sync_db["gridserve.leases"].update_one(
+        {}, {"$set": {"expires": datetime.now(timezone.utc) - timedelta(seconds=1)}}
+    )
+    taken_over = await sweep(storage, grace=DAY, owner="b")  # the lease expired
+    assert taken_over.skipped is None and len(taken_over.leftovers) == 3
+
+
+async def test_local_temporary_files(tmp_path: Path) -> None:
+    storage = LocalStorage(tmp_path)
+    tmp = tmp_path / ".gridserve" / "tmp"
+    stale, fresh = tmp / "upload-stale", tmp / "upload-fresh"
+    stale.write_bytes(b"x" * 10)
+    fresh.write_bytes(b"y")
+    past = time.time() - 2 * DAY
+    os.utime(stale, (past, past))
+    report = await sweep(storage, grace=DAY, repair=True)
+    assert [(i.kind, i.size, i.deleted) for i in report.leftovers] == [("temp", 10, True)]
+    assert sorted(p.name for p in tmp.iterdir()) == ["upload-fresh"]
+
+
+async def test_s3_multipart_uploads_it_started(s3_server: S3Proxy, s3_bucket: str) -> None:
+    storage = S3Storage(s3_bucket, "media", **s3_server.client_options())
+    other = S3Storage(s3_bucket, "elsewhere", **s3_server.client_options())
+    try:
+        s3 = await storage._s3()
+        await s3.create_multipart_upload(Bucket=s3_bucket, Key="media/left.webm")
+        await s3.create_multipart_upload(Bucket=s3_bucket, Key="elsewhere/theirs.webm")
+        assert (await sweep(storage, grace=DAY)).leftovers == []  # too young
+        report = await sweep(storage, grace=0, repair=True)
+        assert [(i.kind, i.what.split()[0], i.deleted) for i in report.leftovers] == [
+            ("multipart", "media/left.webm", True)
+        ]
+        _, pending = await leftovers(s3_server, s3_bucket)
+        assert [u["Key"] for u in pending] == ["elsewhere/theirs.webm"]  # not its prefix
+    finally:
+        await storage.close()
+        await other.close()
+
+
+def test_fsck_reports_then_repairs(sync_db: Any, mongo_uri: str, db_name: str) -> None:
+    orphan = old_id(2)
+    chunks_of(sync_db, orphan, 2)
+    base, _, query = mongo_uri.partition("?")
+    uri = f"{base.rstrip('/')}/{db_name}" + (f"?{query}" if query else "")
+    found = subprocess.run(
+        gridserve("fsck", "--storage", uri), capture_output=True, text=True, timeout=60
+    )
+    assert found.returncode == 3, found.stderr
+    assert f"found\tchunks\t{orphan}\t2" in found.stdout
+    repaired = subprocess.run(
+        gridserve("fsck", "--storage", uri, "--repair", "--json"),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert repaired.returncode == 0, repaired.stderr
+    assert '"deleted": true' in repaired.stdout
+    assert sync_db["fs.chunks"].count_documents({}) == 0

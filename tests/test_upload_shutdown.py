@@ -1,0 +1,129 @@
+"""Uploads cut short by the server itself: SIGTERM mid-upload, and a full disk (507)."""
+
+from __future__ import annotations
+
+import contextlib
+import http.client
+import socket
+import subprocess
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pymongo
+import pytest
+
+from gridserve.acl import default_acl
+from tests.livehttp import LiveServer
+from tests.test_daemon import Daemon, daemons  # noqa: F401
+from tests.test_upload_faults import MIB, settled
+from tests.test_uploads_http import TOKEN, eventually
+
+BODY = b"\x1aE\xdf\xa3" + bytes(8 * MIB)
+
+
+def start_upload(port: int, chunked: bool) -> socket.socket:
+    sock = socket.create_connection(("127.0.0.1", port), timeout=30)
+    length = "Transfer-Encoding: chunked" if chunked else f"Content-Length: {len(BODY)}"
+    sock.sendall(
+        f"PUT /fs/cut.webm HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {TOKEN}\r\n"
+        f"{length}\r\n\r\n".encode()
+    )
+    half = BODY[: 4 * MIB]
+    sock.sendall(b"%x\r\n%s\r\n" % (len(half), half) if chunked else half)
+    return sock
+
+
+@pytest.mark.parametrize("chunked", [False, True], ids=["declared", "chunked"])
+@pytest.mark.parametrize("where", ["gridfs", "local"])
+def test_sigterm_mid_upload_leaves_nothing(
+    tmp_path: Path,
+    daemons: list[Daemon],  # noqa: F811
+    mongo_uri: str,
+    db_name: str,
+    sync_client: pymongo.MongoClient[dict[str, object]],
+    where: str,
+    chunked: bool,
+) -> None:
+    uri = f"{mongo_uri.rstrip('/')}/{db_name}" if where == "gridfs" else str(tmp_path / "d")
+    if where == "gridfs" and "?" in mongo_uri:
+        base, query = mongo_uri.split("?", 1)
+        uri = f"{base.rstrip('/')}/{db_name}?{query}"
+    daemon = Daemon(
+        "--storage",
+        uri,
+        "--upload-token",
+        TOKEN,
+        "--shutdown-timeout",
+        "1",
+        "--sweep-interval",
+        "0",
+    )
+    daemons.append(daemon)
+    sock = start_upload(daemon.port, chunked)
+    try:
+        code, stderr = daemon.stop()
+    finally:
+        sock.close()
+    assert code == 0, stderr
+    if where == "gridfs":
+        db = sync_client[db_name]
+        assert db["fs.files"].count_documents({}) == 0
+        assert db["fs.chunks"].count_documents({}) == 0
+    else:
+        root = tmp_path / "d"
+        assert [p for p in root.rglob("*") if p.is_file()] == []
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Iterator[Path]:
+    """A 3 MiB tmpfs: needs root and mount(2) (skipped where the sandbox forbids it)."""
+    root = tmp_path / "small"
+    root.mkdir()
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=3m", "tmpfs", str(root)],
+        capture_output=True,
+        check=False,
+    )
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.decode().strip()}")
+    try:
+        yield root
+    finally:
+        subprocess.run(["umount", "-l", str(root)], check=False)
+
+
+@pytest.mark.parametrize("chunked", [False, True], ids=["declared", "chunked"])
+def test_a_full_disk_is_507_and_leaves_no_temporary_file(small_disk: Path, chunked: bool) -> None:
+    from gridserve.storage.local import LocalStorage
+
+    server = LiveServer(
+        lambda: LocalStorage(small_disk), acl=default_acl(upload_token=TOKEN)
+    ).start()
+    try:
+        conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=60)
+        conn.putrequest("PUT", "/fs/full.webm")
+        conn.putheader("Authorization", f"Bearer {TOKEN}")
+        if chunked:
+            conn.putheader("Transfer-Encoding", "chunked")
+        else:
+            conn.putheader("Content-Length", str(len(BODY)))
+        conn.endheaders()
+        with contextlib.suppress(OSError):
+            for i in range(0, len(BODY), 256 * 1024):
+                piece = BODY[i : i + 256 * 1024]
+                conn.send(b"%x\r\n%s\r\n" % (len(piece), piece) if chunked else piece)
+            if chunked:
+                conn.send(b"0\r\n\r\n")
+        assert conn.getresponse().status == 507
+        conn.close()
+        eventually(lambda: settled(server))
+        leftovers: Callable[[], list[Path]] = lambda: [  # noqa: E731
+            p for p in small_disk.rglob("*") if p.is_file()
+        ]
+        eventually(lambda: _assert_empty(leftovers()))
+    finally:
+        server.stop()
+
+
+def _assert_empty(found: list[Path]) -> None:
+    assert found == []
