@@ -9,7 +9,8 @@ GridFS
     driver make it when the upload starts), else the chunk's own ``_id`` time; a chunk whose
     age cannot be told is reported, never deleted.
 local disk
-    temporary upload files (``.gridserve/tmp/upload-*``) not modified for the grace period.
+    temporary files (anything in the storage's private ``.gridserve/tmp``: upload and sidecar
+    temporaries of every layout) not modified for the grace period.
 S3
     multipart uploads under the storage's prefix (the keys it writes) initiated before the
     grace period.
@@ -42,6 +43,7 @@ import contextlib
 import logging
 import os
 import socket
+import stat
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -253,9 +255,13 @@ def _sweep_local(storage: Any, grace: float, repair: bool) -> SweepReport:
     report = SweepReport(storage.description)
     tmp: Path = storage.state / "tmp"
     now = time.time()
-    for path in sorted(tmp.glob("upload-*")):
+    # Everything in the private tmp directory is a temporary (``up-``/``meta-`` now, ``upload-``
+    # in the first layout); it is absent until the first write.
+    for path in sorted(tmp.glob("*")) if tmp.is_dir() else []:
         with contextlib.suppress(FileNotFoundError):
-            st = path.stat()
+            st = path.lstat()
+            if not stat.S_ISREG(st.st_mode):
+                continue
             age = now - st.st_mtime
             if grace > 0 and age < grace:
                 continue

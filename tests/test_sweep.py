@@ -77,15 +77,24 @@ async def test_gridfs_sweep_is_bounded_and_leased(sync_db: Any, async_db: Any) -
 
 async def test_local_temporary_files(tmp_path: Path) -> None:
     storage = LocalStorage(tmp_path)
+    assert (await sweep(storage, grace=DAY)).leftovers == []  # no tmp directory before a write
     tmp = tmp_path / ".gridserve" / "tmp"
-    stale, fresh = tmp / "upload-stale", tmp / "upload-fresh"
-    stale.write_bytes(b"x" * 10)
+    tmp.mkdir(parents=True)  # what a crash mid-upload leaves: temporaries of either layout
+    stale = [tmp / "up-stale", tmp / "meta-stale", tmp / "upload-stale"]
+    fresh = tmp / "up-fresh"
+    for size, path in enumerate(stale, start=10):
+        path.write_bytes(b"x" * size)
     fresh.write_bytes(b"y")
     past = time.time() - 2 * DAY
-    os.utime(stale, (past, past))
+    for path in stale:
+        os.utime(path, (past, past))
     report = await sweep(storage, grace=DAY, repair=True)
-    assert [(i.kind, i.size, i.deleted) for i in report.leftovers] == [("temp", 10, True)]
-    assert sorted(p.name for p in tmp.iterdir()) == ["upload-fresh"]
+    assert sorted((i.kind, i.size, i.deleted) for i in report.leftovers) == [
+        ("temp", 10, True),
+        ("temp", 11, True),
+        ("temp", 12, True),
+    ]
+    assert sorted(p.name for p in tmp.iterdir()) == ["up-fresh"]
 
 
 async def test_s3_multipart_uploads_it_started(s3_server: S3Proxy, s3_bucket: str) -> None:
