@@ -24,10 +24,14 @@ Override points of :class:`Storage`, what each receives and returns:
     (missing or short chunk, replaced content), :class:`StorageUnavailable` if the backend goes
     away. The consumer may stop early; it must then close the iterator (``aclosing``).
 
-``save(name, chunks, *, content_type=None, metadata=None) -> FileInfo``
+``save(name, chunks, *, content_type=None, metadata=None, original=None) -> FileInfo``
     Stores a new file (a new revision when the name exists) from an async iterable of
     ``bytes``. Atomic: until it returns, no reader sees the file; if it raises, nothing is
-    left behind.
+    left behind. With ``original`` (a :class:`FileInfo` from any storage: ``gridserve
+    migrate``) the new file is a copy of it that keeps its validators: its upload date (so
+    Last-Modified), its ``md5`` and ``metadata`` verbatim (no ``sha256`` is added; what they
+    state is checked against the content, :class:`CorruptFile` if it differs) and so its ETag,
+    and on GridFS its ``_id`` when that is an ObjectId (:class:`FileExists` if taken).
 
 ``list(prefix="", limit=100, after="") -> AsyncIterator[FileInfo]``
     The newest revision of each file whose name starts with ``prefix`` and sorts after
@@ -84,6 +88,10 @@ class CorruptFile(StorageError):
     """The stored data disagrees with the file's description (missing or short chunk)."""
 
 
+class FileExists(StorageError):
+    """A copy that keeps its original's id found that id taken (``save(original=...)``)."""
+
+
 @dataclass(frozen=True)
 class FileInfo:
     """What the handlers know of a stored file, without reading its content.
@@ -92,7 +100,8 @@ class FileInfo:
     resolves to this file. ``upload_date`` is timezone-aware UTC. ``content_type`` is what was
     stored, if anything; the handler falls back to the extension. ``md5`` is the stored hex
     digest, if any. ``native_etag`` is a strong validator the backend keeps itself (S3's ETag),
-    used for the ETag when no digest is stored.
+    used for the ETag when no digest is stored. ``version`` is a backend's token for the
+    bytes seen at lookup that its ``read`` checks (S3's own ETag), not a validator.
     """
 
     id: Any
@@ -104,6 +113,7 @@ class FileInfo:
     md5: str | None = None
     metadata: Mapping[str, Any] = field(default_factory=dict)
     native_etag: str | None = None
+    version: str | None = None
 
     # Pure functions of a frozen value, asked for several times per request: computed once.
     @cached_property
@@ -140,6 +150,37 @@ class UploadDigests:
         return self._sha256.hexdigest()
 
 
+@dataclass(frozen=True)
+class CopiedValidators:
+    """What a copy of ``original`` stores (see ``save(original=...)``): the ``md5`` (None if
+    the original had none), the ``metadata`` verbatim, and ``etag``, the opaque ETag to keep
+    beside them when neither carries a digest (the original's ETag came from its id and date,
+    which a backend keying by name cannot reproduce)."""
+
+    md5: str | None
+    metadata: dict[str, Any]
+    etag: str | None
+
+
+def copied_validators(
+    original: FileInfo, metadata: Mapping[str, Any] | None, digests: UploadDigests
+) -> CopiedValidators:
+    """The validators a copy of ``original`` stores, once its content streamed through
+    ``digests``; :class:`CorruptFile` if the content is not what ``original`` states."""
+    if original.md5 and original.md5.lower() != digests.md5:
+        raise CorruptFile(f"{original.filename}: content does not match its md5")
+    kept = dict(original.metadata if metadata is None else metadata)
+    sha256 = kept.get("sha256")
+    if isinstance(sha256, str) and sha256.lower() != digests.sha256:
+        raise CorruptFile(f"{original.filename}: content does not match its sha256")
+    has_digest = bool(original.md5) or any(isinstance(kept.get(k), str) for k in ("sha256", "md5"))
+    return CopiedValidators(
+        md5=digests.md5 if original.md5 else None,
+        metadata=kept,
+        etag=None if has_digest else original.etag.opaque,
+    )
+
+
 def check_key(key: str) -> str:
     """Returns ``key`` if it can name a file at all, else raises :class:`InvalidKey`."""
     if not key:
@@ -168,7 +209,13 @@ def utc(moment: datetime) -> datetime:
 
 
 class Storage(abc.ABC):
-    """A place files live. See the module docstring for the contract of each method."""
+    """A place files live. See the module docstring for the contract of each method.
+
+    ``keeps_revisions`` says whether saving an existing name keeps the older file as a
+    revision (GridFS) or replaces it (local disk, S3: the newest only).
+    """
+
+    keeps_revisions = False
 
     @abc.abstractmethod
     async def resolve(self, key: str, revision: int | None = None) -> FileInfo: ...
@@ -186,6 +233,7 @@ class Storage(abc.ABC):
         *,
         content_type: str | None = None,
         metadata: Mapping[str, Any] | None = None,
+        original: FileInfo | None = None,
     ) -> FileInfo: ...
 
     @abc.abstractmethod

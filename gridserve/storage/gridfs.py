@@ -27,10 +27,11 @@ from typing import Any
 from bson import ObjectId
 from bson.errors import InvalidId
 from pymongo import ASCENDING, DESCENDING
-from pymongo.errors import PyMongoError
+from pymongo.errors import DuplicateKeyError, PyMongoError
 
 from gridserve.storage.base import (
     CorruptFile,
+    FileExists,
     FileInfo,
     FileNotFound,
     InvalidKey,
@@ -38,6 +39,7 @@ from gridserve.storage.base import (
     StorageUnavailable,
     UploadDigests,
     check_key,
+    copied_validators,
     stored_content_type,
     utc,
 )
@@ -151,6 +153,8 @@ class GridFSStorage(Storage):
     Uploads insert their chunks ``insert_batch`` bytes at a time (one ``insert_many``), the
     file document last.
     """
+
+    keeps_revisions = True
 
     def __init__(
         self,
@@ -415,11 +419,15 @@ class GridFSStorage(Storage):
         *,
         content_type: str | None = None,
         metadata: Mapping[str, Any] | None = None,
+        original: FileInfo | None = None,
     ) -> FileInfo:
         check_key(name)
         if _object_id(name) is not None:
             raise InvalidKey("a filename must not look like an ObjectId")
-        file_id = ObjectId()
+        keep_id = original is not None and isinstance(original.id, ObjectId)
+        file_id = original.id if keep_id and original is not None else ObjectId()
+        if keep_id:
+            await self._claim_id(file_id)
         size = self.chunk_size
         digests = UploadDigests()
         buffer = bytearray()
@@ -456,10 +464,18 @@ class GridFSStorage(Storage):
                 "md5": digests.md5,
                 "metadata": meta,
             }
+            if original is not None:
+                kept = copied_validators(original, metadata, digests)
+                doc.update(uploadDate=original.upload_date, metadata=kept.metadata)
+                if kept.md5 is None:
+                    del doc["md5"]  # as the original: its ETag came from id, length and date
             if content_type:
                 doc["contentType"] = content_type
             await settle(self.files.insert_one(doc))
         except BaseException as exc:
+            if isinstance(exc, DuplicateKeyError) and keep_id:
+                # The id was taken meanwhile: what holds it is another file's, not ours to delete.
+                raise FileExists(f"a file with id {file_id} exists") from exc
             await self.cleanups.run(lambda: self._discard_chunks(file_id))
             if isinstance(exc, PyMongoError):
                 raise StorageUnavailable(f"upload of {name} failed: {exc}") from exc
@@ -467,6 +483,16 @@ class GridFSStorage(Storage):
         finally:
             self.cleanups.save_ended()
         return file_info_from_document(doc)
+
+    async def _claim_id(self, file_id: ObjectId) -> None:
+        """Makes ``file_id`` ready for a copy that keeps it: :class:`FileExists` if a file has
+        it; chunks without a file (a copy killed mid-way) are orphans, deleted."""
+        try:
+            if await self.files.find_one({"_id": file_id}, {"_id": 1}) is not None:
+                raise FileExists(f"a file with id {file_id} exists")
+            await self.chunks.delete_many({"files_id": file_id})
+        except PyMongoError as exc:
+            raise StorageUnavailable(str(exc)) from exc
 
     async def _discard_chunks(self, file_id: ObjectId) -> None:
         """Deletes what an upload that failed wrote: its chunks, and its file document in case

@@ -9,6 +9,8 @@ content it describes and is ignored when they no longer match (the file was repl
 or a crash fell between the two renames), so it can never lend a stale ETag to new content.
 Files without a sidecar are served from what ``stat`` says. Sidecars of the first layout
 (``.gridserve/meta/<name>.json``, 0.1) are still read, and replaced on the name's next write.
+A copy made by ``gridserve migrate`` keeps its original's upload date as the file's mtime, and
+in its sidecar the original's ETag when no digest carries it.
 
 The tree is the user's: reading, listing and serving create nothing, so a read-only tree is
 served; ``ROOT/.gridserve/`` (sidecars and temporary files) appears on the first write only.
@@ -46,7 +48,7 @@ import stat
 import tempfile
 from collections.abc import AsyncGenerator, AsyncIterable, AsyncIterator, Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from itertools import islice
 from pathlib import Path
 from typing import Any, TypeVar
@@ -61,6 +63,7 @@ from gridserve.storage.base import (
     StorageUnavailable,
     UploadDigests,
     check_key,
+    copied_validators,
     stored_content_type,
 )
 from gridserve.storage.localtree import walk_names
@@ -217,6 +220,7 @@ class LocalStorage(Storage):
             content_type=stored_content_type(sidecar.get("contentType"), metadata or {}),
             md5=sidecar.get("md5"),
             metadata=metadata or {},
+            native_etag=sidecar.get("etag") if isinstance(sidecar.get("etag"), str) else None,
         )
 
     def _read_sidecar(self, relative: str, st: os.stat_result) -> dict[str, Any]:
@@ -304,6 +308,7 @@ class LocalStorage(Storage):
         *,
         content_type: str | None = None,
         metadata: Mapping[str, Any] | None = None,
+        original: FileInfo | None = None,
     ) -> FileInfo:
         relative = self._relative(name)
         target = self._content_path(relative)
@@ -319,20 +324,19 @@ class LocalStorage(Storage):
                     await settle(self._io(out.write, piece))
                 await settle(self._io(out.flush))
                 await settle(asyncio.to_thread(os.fsync, out.fileno()))  # fsync can take long
+            sidecar: dict[str, Any] = {
+                "contentType": content_type,
+                "md5": digests.md5,
+                "metadata": {**(metadata or {}), "sha256": digests.sha256},
+            }
+            if original is not None:
+                kept = copied_validators(original, metadata, digests)
+                sidecar.update(md5=kept.md5, metadata=kept.metadata, etag=kept.etag)
+                since_epoch = original.upload_date - datetime(1970, 1, 1, tzinfo=timezone.utc)
+                when = since_epoch // timedelta(microseconds=1) * 1000
+                os.utime(tmp, ns=(when, when))  # the file's date is its upload date
             # settle: a commit cancelled half-way would still rename in its thread
-            return await settle(
-                asyncio.to_thread(
-                    self._commit,
-                    tmp,
-                    target,
-                    relative,
-                    {
-                        "contentType": content_type,
-                        "md5": digests.md5,
-                        "metadata": {**(metadata or {}), "sha256": digests.sha256},
-                    },
-                )
-            )
+            return await settle(asyncio.to_thread(self._commit, tmp, target, relative, sidecar))
         except BaseException as exc:
             # Synchronous on purpose: it must run even while the task is being cancelled.
             tmp.unlink(missing_ok=True)  # noqa: ASYNC240

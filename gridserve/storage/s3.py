@@ -34,6 +34,7 @@ from gridserve.storage.base import (
     StorageUnavailable,
     UploadDigests,
     check_key,
+    copied_validators,
     stored_content_type,
     utc,
 )
@@ -46,6 +47,10 @@ READ_BLOCK = 256 * 1024
 _DEFAULT_TYPES = ("binary/octet-stream", "application/octet-stream", "application/unknown")
 _S3_STACK = ("aiohttp", "aiobotocore", "botocore")
 _META_KEY = "gridserve"  # x-amz-meta-gridserve: the user metadata, as JSON
+# What a copy (save(original=...)) keeps of its original beside the digests: its upload date
+# (S3's LastModified is the copy's) and, when no digest carries it, its ETag.
+_UPLOAD_DATE = "upload-date"
+_KEPT_ETAG = "kept-etag"
 
 
 class S3Storage(Storage):
@@ -150,10 +155,19 @@ class S3Storage(Storage):
             if isinstance(stored, dict):
                 metadata = stored
         md5 = user_metadata.get("md5")
-        if md5 is None and etag and len(etag.strip('"')) == 32 and "-" not in etag:
+        kept_etag = user_metadata.get(_KEPT_ETAG)
+        if (
+            md5 is None
+            and not kept_etag
+            and etag
+            and len(etag.strip('"')) == 32
+            and "-" not in etag
+        ):
             md5 = etag.strip('"')  # a single-part object's ETag is its MD5
         if user_metadata.get("sha256"):
             metadata["sha256"] = user_metadata["sha256"]
+        with contextlib.suppress(KeyError, ValueError):
+            modified = datetime.fromisoformat(user_metadata[_UPLOAD_DATE])
         return FileInfo(
             id=key,
             filename=key,
@@ -165,7 +179,8 @@ class S3Storage(Storage):
             ),
             md5=md5,
             metadata=metadata,
-            native_etag=etag,
+            native_etag=kept_etag or etag,
+            version=etag,
         )
 
     async def resolve(self, key: str, revision: int | None = None) -> FileInfo:
@@ -196,8 +211,8 @@ class S3Storage(Storage):
             "Key": self._object_key(info.filename),
             "Range": f"bytes={start}-{stop - 1}",
         }
-        if info.native_etag:
-            request["IfMatch"] = info.native_etag
+        if info.version or info.native_etag:
+            request["IfMatch"] = info.version or info.native_etag
         try:
             response = await (await self._s3()).get_object(**request)
         except Exception as exc:
@@ -275,6 +290,7 @@ class S3Storage(Storage):
         *,
         content_type: str | None = None,
         metadata: Mapping[str, Any] | None = None,
+        original: FileInfo | None = None,
     ) -> FileInfo:
         object_key = self._object_key(name)
         s3 = await self._s3()
@@ -283,6 +299,10 @@ class S3Storage(Storage):
         if content_type and is_valid_media_type(content_type):  # it travels as a header
             common["ContentType"] = content_type
         user_metadata = {_META_KEY: json.dumps(dict(metadata or {}), separators=(",", ":"))}
+        if original is not None:
+            # Known before the first byte, so a multipart copy carries them too; checked
+            # against the content before the object is completed.
+            user_metadata.update(_copy_metadata(original, metadata))
         buffer = bytearray()
         upload_id: str | None = None
         parts: list[dict[str, Any]] = []
@@ -300,8 +320,11 @@ class S3Storage(Storage):
                         )
                         upload_id = created["UploadId"]
                     await settle(self._upload_part(s3, object_key, upload_id, parts, buffer))
+            if original is not None:
+                copied_validators(original, metadata, digests)  # CorruptFile if it differs
             if upload_id is None:
-                user_metadata.update(md5=digests.md5, sha256=digests.sha256)
+                if original is None:
+                    user_metadata.update(md5=digests.md5, sha256=digests.sha256)
                 await s3.put_object(**common, Body=bytes(buffer), Metadata=user_metadata)
             else:
                 if buffer:
@@ -368,3 +391,15 @@ class S3Storage(Storage):
         if self._stack is not None:
             await self._stack.aclose()
         self._stack, self._client = None, None
+
+
+def _copy_metadata(original: FileInfo, metadata: Mapping[str, Any] | None) -> dict[str, str]:
+    """The user metadata that makes an object a copy of ``original`` (``save(original=...)``):
+    its md5 if it had one, its upload date, and its ETag when no digest carries it."""
+    kept = dict(original.metadata if metadata is None else metadata)
+    extra = {_UPLOAD_DATE: original.upload_date.isoformat()}
+    if original.md5:
+        extra["md5"] = original.md5.lower()
+    elif not any(isinstance(kept.get(k), str) for k in ("sha256", "md5")):
+        extra[_KEPT_ETAG] = original.etag.opaque
+    return extra
