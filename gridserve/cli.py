@@ -46,6 +46,7 @@ from gridserve.handlers.files import describe_file, doomed_files
 from gridserve.metrics import enable_multiprocess, process_exited
 from gridserve.signing import DEFAULT_TTL, plan_signed_request
 from gridserve.storage import (
+    FallbackStorage,
     FileNotFound,
     InvalidKey,
     Storage,
@@ -100,7 +101,7 @@ def _add_settings(parser: argparse.ArgumentParser, settings: tuple[Setting, ...]
                 help=f"the opposite of {setting.flag}",
             )
             continue
-        default = "" if setting.default is None else f"; default {setting.default}"
+        default = "" if setting.default in (None, ()) else f"; default {setting.default}"
         parser.add_argument(
             setting.flag,
             dest=setting.name,
@@ -238,9 +239,13 @@ def open_storage(values: dict[str, Any], *, create_default: bool = False) -> Sto
         if values.get("file_cache_seconds") is not None:
             options["file_cache_seconds"] = values["file_cache_seconds"]
     try:
-        return from_uri(uri, bucket=values.get("bucket") or "fs", create=create, **options)
+        primary = from_uri(uri, bucket=values.get("bucket") or "fs", create=create, **options)
+        fallbacks = [
+            from_uri(other, create=False) for other in values.get("fallback_storage") or ()
+        ]
     except StorageURIError as exc:
         raise UsageError(str(exc)) from exc
+    return FallbackStorage(primary, *fallbacks) if fallbacks else primary
 
 
 class ReopenableFileHandler(logging.FileHandler):

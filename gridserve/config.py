@@ -155,6 +155,21 @@ STORAGE_SETTINGS = (
     Setting("log_level", "info", _choice(LOG_LEVELS), "debug, info, warning or error"),
 )
 
+
+def _uri_list(text: str) -> tuple[str, ...]:
+    return tuple(text.split())  # a URI never holds whitespace
+
+
+FALLBACK_STORAGE = Setting(
+    "fallback_storage",
+    (),
+    _uri_list,
+    "storage URI read when a file is not in --storage (repeat for more, tried in order; "
+    "read-only; in the environment, one URI per line or separated by spaces)",
+    metavar="URI",
+    multiple=True,
+)
+
 SERVE_SETTINGS = (
     Setting("address", "127.0.0.1", str, "address to listen on (default 127.0.0.1)"),
     Setting("port", 8888, _port, "port to listen on (default 8888)"),
@@ -236,7 +251,7 @@ SERVE_SETTINGS = (
     ),
 )
 
-ALL_SETTINGS = STORAGE_SETTINGS + SERVE_SETTINGS
+ALL_SETTINGS = (*STORAGE_SETTINGS, FALLBACK_STORAGE, *SERVE_SETTINGS)
 SECRETS = {s.name for s in ALL_SETTINGS if s.secret}
 URI_SETTINGS = {"storage", "s3_endpoint"}
 
@@ -316,6 +331,8 @@ def masked(values: Mapping[str, Any]) -> dict[str, Any]:
             shown[name] = MASK
         elif name in URI_SETTINGS and isinstance(value, str):
             shown[name] = mask_uri(value)
+        elif name == "fallback_storage" and isinstance(value, tuple):
+            shown[name] = tuple(mask_uri(uri) for uri in value)
         else:
             shown[name] = value
     return shown
@@ -332,10 +349,17 @@ def render_toml(values: Mapping[str, Any]) -> str:
             lines.append(f"{name} = {'true' if value else 'false'}")
         elif isinstance(value, (int, float)):
             lines.append(f"{name} = {value!r}")
+        elif isinstance(value, tuple):
+            items = ", ".join(_toml_string(item) for item in value)
+            lines.append(f"{name} = [{items}]")
         else:
-            escaped = str(value).replace("\\", "\\\\").replace('"', '\\"')
-            lines.append(f'{name} = "{escaped}"')
+            lines.append(f"{name} = {_toml_string(value)}")
     return "\n".join(lines) + "\n"
+
+
+def _toml_string(value: Any) -> str:
+    escaped = str(value).replace("\\", "\\\\").replace('"', '\\"')
+    return f'"{escaped}"'
 
 
 def config_path_from(argv_value: str | None, environ: Mapping[str, str]) -> Path | None:

@@ -15,6 +15,7 @@ import tornado.web
 from gridserve.handlers.errors import HeadAsGet, PlainErrors
 from gridserve.metrics import CONTENT_TYPE, Metrics
 from gridserve.storage.base import Storage, StorageUnavailable
+from gridserve.storage.fallback import FallbackStorage
 from gridserve.supervisor import worker_id
 
 READY_TIMEOUT = 3.0
@@ -45,13 +46,17 @@ class HealthHandler(OpsHandler):
 
 class ReadyHandler(OpsHandler):
     """200 when the storage answers a ping within 3 s, else 503 with ``Retry-After`` (the
-    reason is logged)."""
+    reason is logged); with a :class:`FallbackStorage`, one line per storage, ``ready`` or
+    ``unavailable`` (the reason is logged), 200 only when every one answers."""
 
     def initialize(self, storage: Storage) -> None:
         self.storage = storage
 
     async def get(self) -> None:
         self.set_header("Content-Type", "text/plain; charset=utf-8")
+        if isinstance(self.storage, FallbackStorage):
+            await self._report_each(self.storage)
+            return
         try:
             await asyncio.wait_for(self.storage.ping(), READY_TIMEOUT)
         except (StorageUnavailable, asyncio.TimeoutError) as exc:
@@ -62,6 +67,21 @@ class ReadyHandler(OpsHandler):
 
     def error_headers(self, status_code: int) -> dict[str, str]:
         return {**super().error_headers(status_code), "Cache-Control": "no-store"}
+
+    async def _report_each(self, storage: FallbackStorage) -> None:
+        """One line per storage, the primary first; 503 unless every one answers (a file
+        still on a fallback that is down cannot be served)."""
+        lines = []
+        for description, problem in await storage.health():
+            lines.append(f"{description}: {'ready' if problem is None else 'unavailable'}\n")
+            if problem is not None:
+                log.warning("not ready: %s: %s", description, problem)
+                self.set_status(503)
+                for name, value in self.error_headers(503).items():
+                    self.set_header(name, value)
+        self.set_header("Cache-Control", "no-store")
+        self.set_header("Content-Type", "text/plain; charset=utf-8")
+        self.finish("".join(lines))
 
 
 class MetricsHandler(OpsHandler):
