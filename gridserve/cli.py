@@ -1,5 +1,6 @@
 """The ``gridserve`` command: ``serve`` the HTTP server, and file tools like mongofiles
-(``put``, ``get``, ``ls``, ``rm``, ``info``) that talk to the storage directly, plus ``sign``.
+(``put``, ``get``, ``ls``, ``rm``, ``info``) that talk to the storage directly, plus ``sign``
+and ``migrate`` (:mod:`gridserve.cli_migrate`).
 
 Every setting comes from a flag, a ``GRIDSERVE_<FLAG>`` environment variable or the
 ``--config`` TOML file, in that order of precedence (see :mod:`gridserve.config`).
@@ -27,7 +28,7 @@ from typing import Any, BinaryIO
 import tornado.httpserver
 import tornado.netutil
 
-from gridserve import __version__, cli_fsck
+from gridserve import __version__, cli_fsck, cli_migrate
 from gridserve.acl import ACL, default_acl, sign_path
 from gridserve.app import make_app
 from gridserve.config import (
@@ -209,6 +210,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sign.add_argument("--prefix", default=None, help="the server's URL prefix (default /fs)")
     sign.add_argument("--config", metavar="FILE")
+    cli_migrate.add_parser(commands)
     return parser
 
 
@@ -667,6 +669,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "sign":
             return cmd_sign(args, environ)
+        if args.command == "migrate":
+            return cli_migrate.run(args)
         if args.command == "serve":
             values = settings_for(args, ALL_SETTINGS, environ)
             return serve(values, args.print_config)

@@ -17,6 +17,7 @@ from bson import ObjectId
 from pymongo import AsyncMongoClient
 
 from gridserve.storage.base import Storage
+from gridserve.storage.fallback import FallbackStorage
 from gridserve.storage.gridfs import GridFSStorage
 from gridserve.storage.local import LocalStorage
 from gridserve.storage.s3 import S3Storage
@@ -145,6 +146,14 @@ def make_storage(
     if backend == "local":
         # A small read block, so that tests cross block boundaries as they do GridFS chunks.
         return lambda: LocalStorage(local_root, block_size=4096)
+    if backend == "fallback":
+        # Local disk in front of GridFS: what serves files while they move.
+        mongo_uri = request.getfixturevalue("mongo_uri")
+        db_name = request.getfixturevalue("db_name")
+        return lambda: FallbackStorage(
+            LocalStorage(local_root, block_size=4096),
+            GridFSStorage.from_uri(mongo_uri, default_database=db_name),
+        )
     raise AssertionError(f"unknown backend {backend}")
 
 

@@ -18,7 +18,7 @@ from gridserve.storage import (
 )
 from tests.conftest import BACKENDS
 
-pytestmark = pytest.mark.parametrize("backend", BACKENDS, indirect=True)
+pytestmark = pytest.mark.parametrize("backend", [*BACKENDS, "fallback"], indirect=True)
 
 DATA = os.urandom(300_000)
 

@@ -133,6 +133,6 @@ def mask_text(text: str, uri: str) -> str:
     userinfo, at, _ = rest.partition("/")[0].rpartition("@")
     if sep and at and ":" in userinfo:
         secret = userinfo.split(":", 1)[1]
-        if secret:
+        if len(secret) >= 4:  # shorter would mask unrelated text, and is no secret
             text = text.replace(secret, "***").replace(unquote(secret), "***")
     return text.replace(uri, mask_uri(uri))

@@ -1,0 +1,185 @@
+"""``gridserve migrate --from URI --to URI``: copy (or move) files between storages, keeping
+their URLs. The work is :func:`gridserve.migrate.migrate`; this is its command line.
+
+Output: a progress line on stderr when it is a terminal; the summary as one JSON object on
+stdout, or as a few readable lines when stdout is a terminal. Exit codes as the other file
+tools: 0 every file is in the target; 1 a file failed or a storage could not be reached (a
+re-run continues); 2 bad usage (unknown flag, invalid storage URI); 130 interrupted
+(SIGINT/SIGTERM: the file in flight is abandoned cleanly, nothing partial is left).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import signal
+import sys
+import time
+from typing import Any
+
+from gridserve.migrate import Options, Summary, migrate
+from gridserve.storage import (
+    Storage,
+    StorageUnavailable,
+    StorageURIError,
+    from_uri,
+    mask_text,
+    mask_uri,
+)
+
+EXIT_RUNTIME = 1
+EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130
+PING_TIMEOUT = 10.0
+
+
+def _jobs(text: str) -> int:
+    value = int(text)
+    if not 1 <= value <= 64:
+        raise argparse.ArgumentTypeError(f"{value} is not between 1 and 64")
+    return value
+
+
+def add_parser(commands: Any) -> None:
+    """Adds ``migrate`` to the ``gridserve`` subcommands."""
+    parser = commands.add_parser(
+        "migrate", help="copy or move files between storages, keeping their URLs"
+    )
+    parser.add_argument("--from", dest="source", required=True, metavar="URI")
+    parser.add_argument("--to", dest="target", required=True, metavar="URI")
+    parser.add_argument("--only", default="", metavar="NAMEPREFIX", help="names starting so")
+    parser.add_argument("--jobs", type=_jobs, default=4, metavar="N", help="files at once")
+    parser.add_argument(
+        "--verify",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="read each copy back and compare its SHA-256 (default on)",
+    )
+    parser.add_argument("--dry-run", action="store_true", help="list what would move")
+    parser.add_argument(
+        "--delete-source", action="store_true", help="delete each source file once copied"
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    """Runs ``gridserve migrate``; returns the exit code."""
+    if args.source == args.target:
+        return _usage("--from and --to name the same storage")
+    try:
+        source = from_uri(args.source)
+        target = from_uri(args.target)
+    except StorageURIError as exc:
+        return _usage(str(exc))
+    return asyncio.run(_run(args, source, target))
+
+
+def _usage(message: str) -> int:
+    print(f"gridserve: {message}", file=sys.stderr)
+    return EXIT_USAGE
+
+
+async def _run(args: argparse.Namespace, source: Storage, target: Storage) -> int:
+    try:
+        for storage, uri in ((source, args.source), (target, args.target)):
+            try:
+                await asyncio.wait_for(storage.ping(), PING_TIMEOUT)
+            except (StorageUnavailable, asyncio.TimeoutError) as exc:
+                reason = str(exc).splitlines()[0] if str(exc) else "no answer"
+                print(
+                    f"gridserve: cannot reach storage {mask_uri(uri)}: {mask_text(reason, uri)}",
+                    file=sys.stderr,
+                )
+                return EXIT_RUNTIME
+        options = Options(
+            only=args.only,
+            jobs=args.jobs,
+            verify=args.verify,
+            dry_run=args.dry_run,
+            delete_source=args.delete_source,
+        )
+        summary = Summary()
+        bar = ProgressLine()
+        work = asyncio.ensure_future(migrate(source, target, options, bar.advance, summary))
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, work.cancel)
+        status = 0
+        try:
+            await work
+        except asyncio.CancelledError:
+            summary.interrupted = "interrupted by a signal"
+            status = EXIT_INTERRUPTED
+        finally:
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                loop.remove_signal_handler(sig)
+            bar.close()
+        _report(args, summary)
+        if status:
+            return status
+        return EXIT_RUNTIME if summary.failed or summary.interrupted else 0
+    finally:
+        await source.close()
+        await target.close()
+
+
+def _report(args: argparse.Namespace, summary: Summary) -> None:
+    shown = summary.as_json()
+    shown = {"from": mask_uri(args.source), "to": mask_uri(args.target), **shown}
+    if args.dry_run:
+        shown["dry_run"] = True
+        shown["files"] = summary.planned
+    if summary.interrupted:
+        for uri in (args.source, args.target):
+            shown["interrupted"] = mask_text(shown["interrupted"], uri)
+    if not sys.stdout.isatty():
+        print(json.dumps(shown, ensure_ascii=False))
+        return
+    if args.dry_run:
+        for planned in summary.planned:
+            print(f"{planned['action']:>10}  {planned['length']:>14}  {planned['name']}")
+    print(
+        f"copied {summary.copied} ({summary.bytes / 2**20:.1f} MiB, {shown['mb_per_s']} MB/s), "
+        f"already there {summary.skipped}, failed {summary.failed}, "
+        f"deleted from source {summary.deleted}"
+    )
+    if summary.skipped_revisions:
+        print(f"{summary.skipped_revisions} older revision(s) not copied (newest-only target)")
+    if summary.kept_newer:
+        print(f"{summary.kept_newer} file(s) kept: the target's is newer")
+    for renamed in summary.renamed:
+        print(f"renamed {renamed['from']!r} -> {renamed['to']!r}")
+    for error in summary.errors:
+        print(f"failed: {error['name']}: {error['error']}")
+    if summary.interrupted:
+        print(f"interrupted: {shown['interrupted']} (run again to continue)")
+
+
+class ProgressLine:
+    """Files done, MiB copied and the rate, redrawn on stderr when it is a terminal."""
+
+    def __init__(self) -> None:
+        self.enabled = sys.stderr.isatty()
+        self.files = self.size = 0
+        self.started = time.monotonic()
+        self._last = 0.0
+
+    def advance(self, files: int, size: int) -> None:
+        self.files += files
+        self.size += size
+        now = time.monotonic()
+        if self.enabled and now - self._last > 0.1:
+            self._last = now
+            self._draw(now)
+
+    def _draw(self, now: float) -> None:
+        rate = self.size / max(now - self.started, 1e-6) / 1e6
+        sys.stderr.write(
+            f"\rmigrate  {self.files} file(s)  {self.size / 2**20:.1f} MiB  {rate:.1f} MB/s "
+        )
+        sys.stderr.flush()
+
+    def close(self) -> None:
+        if self.enabled:
+            self._draw(time.monotonic())
+            sys.stderr.write("\n")
