@@ -469,6 +469,8 @@ class GridFSStorage(Storage):
                 doc.update(uploadDate=original.upload_date, metadata=kept.metadata)
                 if kept.md5 is None:
                     del doc["md5"]  # as the original: its ETag came from id, length and date
+                if not kept.metadata:
+                    del doc["metadata"]  # as GridFSBucket stores a file without metadata
             if content_type:
                 doc["contentType"] = content_type
             await settle(self.files.insert_one(doc))
