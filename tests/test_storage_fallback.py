@@ -188,3 +188,32 @@ async def _copy_then_drop(storage: Storage, info: FileInfo) -> bool:
     with pytest.raises(FileNotFound):
         await source.resolve("song.ogg")
     return True
+
+
+class _MovedWhileAsked(GridFSStorage):
+    """A real GridFS fallback whose file finishes moving into ``primary`` (copied, then
+    deleted here) just as it is asked for it: the race of a lookup with a migration."""
+
+    primary: Storage
+
+    async def resolve(self, key: str, revision: int | None = None) -> FileInfo:
+        info = await super().resolve(key, revision)
+        await self.primary.save(key, self.read(info), original=info)
+        await self.delete(info)
+        return await super().resolve(key, revision)
+
+
+async def test_a_file_moved_between_the_lookups_is_found(
+    mongo_uri: str, db_name: str, tmp_path: Path
+) -> None:
+    fallback = _MovedWhileAsked.from_uri(mongo_uri, default_database=db_name)
+    assert isinstance(fallback, _MovedWhileAsked)
+    fallback.primary = LocalStorage(tmp_path / "primary")
+    storage = FallbackStorage(fallback.primary, fallback)
+    try:
+        old = await GridFSStorage.save(fallback, "racing.txt", body(b"moving"))
+        info = await storage.resolve("racing.txt")  # missed by both, then in the primary
+        assert info.etag == old.etag
+        assert await read_all(storage, info) == b"moving"
+    finally:
+        await storage.close()
