@@ -90,8 +90,8 @@ def migrate(source: str, target: str, *extra: str) -> dict[str, Any]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--files", type=int, default=8)
-    parser.add_argument("--size", type=int, default=8, help="MiB per file")
+    parser.add_argument("--files", type=int, default=4)
+    parser.add_argument("--size", type=int, default=16, help="MiB per file")
     parser.add_argument("--jobs", default="1,4", help="comma-separated --jobs values")
     args = parser.parse_args()
 

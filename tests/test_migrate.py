@@ -114,6 +114,13 @@ def test_between_gridfs_buckets_ids_and_every_revision_survive(sides: Any, sync_
         before.stop()
         after.stop()
 
+    status, moved, stderr = run_migrate("--from", source.uri, "--to", target.uri, "--delete-source")
+    assert status == 0, stderr
+    assert (moved["copied"], moved["skipped"], moved["deleted"]) == (0, len(copies), len(copies))
+    assert sync_db["src.files"].count_documents({}) == 0
+    assert sync_db["src.chunks"].count_documents({}) == 0
+    assert list(sync_db["dst.files"].find({}, {"chunkSize": 0}).sort("_id")) == documents
+
 
 def test_only_dry_run_delete_source_and_exit_codes(
     sides: Any, sync_db: SyncDB, tmp_path: Path

@@ -112,6 +112,37 @@ def test_killed_mid_file_then_rerun(
     assert stored_digests(target.uri) == expected(files)
 
 
+def test_interrupted_by_sigint_mid_file_leaves_nothing_partial(
+    mongo_uri: str, db_name: str, sync_db: SyncDB
+) -> None:
+    files = seed_big(sync_db, "src", 2, 6 * MIB)
+    source, target = gridfs_side(mongo_uri, db_name, "src"), gridfs_side(mongo_uri, db_name, "dst")
+    process = subprocess.Popen(
+        migrate_command("--from", source.uri, "--to", target.uri, "--jobs", "1"),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        wait_until(lambda: sync_db["dst.chunks"].find_one({}, {"_id": 1}) is not None, process)
+        process.send_signal(signal.SIGINT)
+        stdout, stderr = process.communicate(timeout=DEADLINE)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.communicate()
+    assert process.returncode == 130, stderr
+    assert '"interrupted": "interrupted by a signal"' in stdout
+    # The copy in flight was abandoned cleanly: every chunk left belongs to a complete file.
+    kept = {d["_id"]: d["length"] for d in sync_db["dst.files"].find({}, {"length": 1})}
+    chunks = sync_db["dst.chunks"].count_documents({})
+    assert chunks == sum(-(-length // (255 * 1024)) for length in kept.values())
+    status, summary, stderr = run_migrate("--from", source.uri, "--to", target.uri)
+    assert status == 0, stderr
+    assert summary["copied"] + summary["skipped"] == len(files) + 1
+    assert stored_digests(target.uri) == expected(files)
+
+
 @pytest.fixture
 def own_database() -> Iterator[FerretDB]:
     server = FerretDB(ferretdb_binary())
