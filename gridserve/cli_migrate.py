@@ -16,10 +16,13 @@ import json
 import signal
 import sys
 import time
+from pathlib import Path
 from typing import Any
 
 from gridserve.migrate import Options, Summary, migrate
 from gridserve.storage import (
+    GridFSStorage,
+    LocalStorage,
     Storage,
     StorageUnavailable,
     StorageURIError,
@@ -27,6 +30,7 @@ from gridserve.storage import (
     mask_text,
     mask_uri,
 )
+from gridserve.storage.s3 import S3Storage
 
 EXIT_RUNTIME = 1
 EXIT_USAGE = 2
@@ -64,14 +68,57 @@ def add_parser(commands: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Runs ``gridserve migrate``; returns the exit code."""
-    if args.source == args.target:
-        return _usage("--from and --to name the same storage")
+    overlap = "--from and --to overlap: one storage would copy into itself"
+    source_dir, target_dir = _local_path(args.source), _local_path(args.target)
+    if source_dir is not None and not source_dir.is_dir():
+        return _usage(f"--from {args.source}: no such directory")
+    if source_dir and target_dir and _overlap(_dir_place(source_dir), _dir_place(target_dir)):
+        return _usage(overlap)  # checked before the target directory is created
     try:
         source = from_uri(args.source)
         target = from_uri(args.target)
     except StorageURIError as exc:
         return _usage(str(exc))
+    if _overlap(_place(source, args.source), _place(target, args.target)):
+        asyncio.run(_close(source, target))
+        return _usage(overlap)
     return asyncio.run(_run(args, source, target))
+
+
+def _dir_place(path: Path) -> tuple[str, ...]:
+    return ("local", *path.resolve().parts)
+
+
+def _local_path(uri: str) -> Path | None:
+    if "://" in uri and not uri.startswith("file://"):
+        return None
+    return Path(uri.removeprefix("file://").removeprefix("file:"))
+
+
+def _place(storage: Storage, uri: str) -> tuple[str, ...]:
+    """Where ``storage`` keeps its files, as a path of names: two storages overlap when one
+    place is a prefix of the other."""
+    if isinstance(storage, LocalStorage):
+        return _dir_place(storage.real_root)
+    if isinstance(storage, GridFSStorage):
+        hosts = uri.partition("://")[2].partition("/")[0].rpartition("@")[2].lower()
+        return ("gridfs", hosts, storage.database.name, storage.bucket)
+    if isinstance(storage, S3Storage):
+        endpoint = str(storage._client_options.get("endpoint_url") or "aws")
+        return ("s3", endpoint, storage.bucket, *storage.prefix.split("/"))
+    return ("other", uri)
+
+
+def _overlap(one: tuple[str, ...], other: tuple[str, ...]) -> bool:
+    # an S3 prefix "a/" splits into ("a", ""): dropping empty parts compares "a" to "a/b"
+    trimmed = [tuple(part for part in p if part) for p in (one, other)]
+    shorter = min(len(trimmed[0]), len(trimmed[1]))
+    return trimmed[0][:shorter] == trimmed[1][:shorter]
+
+
+async def _close(*storages: Storage) -> None:
+    for storage in storages:
+        await storage.close()
 
 
 def _usage(message: str) -> int:

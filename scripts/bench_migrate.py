@@ -18,6 +18,7 @@ import asyncio
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -95,6 +96,7 @@ def main() -> None:
     parser.add_argument("--jobs", default="1,4", help="comma-separated --jobs values")
     args = parser.parse_args()
 
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # stop the servers on SIGTERM too
     database = FerretDB(ferretdb_binary())
     s3 = S3Proxy(s3proxy_jar())
     work = Path(tempfile.mkdtemp(prefix="gridserve-bench-migrate-"))

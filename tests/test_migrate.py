@@ -160,9 +160,18 @@ def test_only_dry_run_delete_source_and_exit_codes(
     assert status == 1
     assert "cannot reach storage mongodb://user:***@127.0.0.1" in stderr
     assert "hunter22" not in stderr
-    for bad in (["--from", "s3://b?nope=1", "--to", target.uri], ["--from", "x", "--to", "x"]):
+    inside = str(Path(target.uri) / "sub")
+    same_bucket = source.uri.replace("?bucket=src", "?bucket=src&appname=x")
+    for bad in (
+        ["--from", "s3://b?nope=1", "--to", target.uri],
+        ["--from", target.uri, "--to", f"file:{target.uri}"],  # the same directory
+        ["--from", target.uri, "--to", inside],  # would copy its own copies again
+        ["--from", source.uri, "--to", same_bucket],
+        ["--from", str(tmp_path / "typo"), "--to", target.uri],  # no such source directory
+    ):
         status, _, stderr = run_migrate(*bad)
-        assert status == 2 and stderr.startswith("gridserve: ")
+        assert status == 2 and stderr.startswith("gridserve: "), bad
+    assert not (tmp_path / "typo").exists() and not Path(inside).exists()
     status, _, stderr = run_migrate("--from", target.uri, "--to", source.uri, "--jobs", "0")
     assert status == 2
 
