@@ -80,19 +80,30 @@ class Summary:
         return shown
 
 
+def target_name(name: str) -> str:
+    """The name a file gets in the target: the key uploads would give it (NFC), or
+    ValueError for a name no storage should hold (``..``, dot or control characters).
+
+    When :mod:`gridserve.names` lands, this is ``names.normalize_name`` (its InvalidName is a
+    ValueError)."""
+    try:
+        return sanitize_name(name)
+    except Rejected as exc:
+        raise ValueError(exc.reason) from exc
+
+
 @dataclass(frozen=True)
 class Options:
     """``only``: a name prefix; ``jobs``: names copied at once; ``verify``: read each copy
     back; ``dry_run``: plan only; ``delete_source``: move instead of copy; ``normalize``: the
-    target name of a source name (raises :class:`~gridserve.uploads.Rejected` for a name
-    no storage should hold)."""
+    target name of a source name (raises ValueError for a name no storage should hold)."""
 
     only: str = ""
     jobs: int = 4
     verify: bool = True
     dry_run: bool = False
     delete_source: bool = False
-    normalize: Callable[[str], str] = sanitize_name
+    normalize: Callable[[str], str] = target_name
 
 
 Progress = Callable[[int, int], None]  # (files done, bytes copied) since the last call
@@ -201,8 +212,8 @@ class _Mover:
     async def move(self, name: str) -> None:
         try:
             target_name = self.options.normalize(name)
-        except Rejected as exc:
-            self._fail(name, f"cannot be stored under this name: {exc.reason}")
+        except ValueError as exc:
+            self._fail(name, f"cannot be stored under this name: {exc}")
             return
         if target_name != name:
             self.summary.renamed.append({"from": name, "to": target_name})

@@ -8,6 +8,7 @@ import asyncio
 from pathlib import Path
 from typing import Any
 
+import gridfs
 import pytest
 
 from gridserve.migrate import sha256_of
@@ -196,3 +197,13 @@ async def content_digests(storage: Storage) -> dict[str, str]:
         info.filename: await sha256_of(storage, await storage.resolve(info.filename))
         async for info in storage.list(limit=1000)
     }
+
+
+def test_names_are_normalised_as_uploads_normalise_them(sides: Any, sync_db: SyncDB) -> None:
+    source, target = sides("gridfs", "src"), sides("local", "dst")
+    decomposed = "cafe\u0301/menu.txt"  # as a macOS client may have stored it
+    gridfs.GridFSBucket(sync_db, "src").upload_from_stream(decomposed, b"menu")
+    status, summary, stderr = run_migrate("--from", source.uri, "--to", target.uri)
+    assert status == 0, stderr
+    assert summary["renamed"] == [{"from": decomposed, "to": "caf\u00e9/menu.txt"}]
+    assert names_in(target) == ["caf\u00e9/menu.txt"]
