@@ -48,12 +48,20 @@ def _jobs(text: str) -> int:
 def add_parser(commands: Any) -> None:
     """Adds ``migrate`` to the ``gridserve`` subcommands."""
     parser = commands.add_parser(
-        "migrate", help="copy or move files between storages, keeping their URLs"
+        "migrate",
+        help="copy or move files between storages, keeping their URLs",
+        description="Copies every file of one storage into another keeping name, type, "
+        "metadata, digests and upload date (so URLs, ETags and Last-Modified survive). "
+        "Idempotent: run it again to continue an interrupted migration. Storage URIs: "
+        "mongodb://host/db?bucket=fs, s3://KEY:SECRET@bucket/prefix?endpoint=URL&region=R, "
+        "or a directory.",
     )
-    parser.add_argument("--from", dest="source", required=True, metavar="URI")
-    parser.add_argument("--to", dest="target", required=True, metavar="URI")
-    parser.add_argument("--only", default="", metavar="NAMEPREFIX", help="names starting so")
-    parser.add_argument("--jobs", type=_jobs, default=4, metavar="N", help="files at once")
+    parser.add_argument("--from", dest="source", required=True, metavar="URI", help="source")
+    parser.add_argument("--to", dest="target", required=True, metavar="URI", help="target")
+    parser.add_argument(
+        "--only", default="", metavar="NAMEPREFIX", help="only names starting with this"
+    )
+    parser.add_argument("--jobs", type=_jobs, default=4, metavar="N", help="files at once (4)")
     parser.add_argument(
         "--verify",
         action=argparse.BooleanOptionalAction,
@@ -62,7 +70,9 @@ def add_parser(commands: Any) -> None:
     )
     parser.add_argument("--dry-run", action="store_true", help="list what would move")
     parser.add_argument(
-        "--delete-source", action="store_true", help="delete each source file once copied"
+        "--delete-source",
+        action="store_true",
+        help="delete each source file once its copy is verified",
     )
 
 
