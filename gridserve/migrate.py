@@ -35,7 +35,6 @@ from gridserve.storage.base import (
     FileNotFound,
     InvalidKey,
     Storage,
-    StorageError,
     StorageUnavailable,
 )
 from gridserve.uploads import Rejected, sanitize_name
@@ -144,6 +143,8 @@ async def migrate(
         await asyncio.gather(*tasks)
     except StorageUnavailable as exc:
         summary.interrupted = str(exc).splitlines()[0] if str(exc) else "storage unavailable"
+    except Exception as exc:  # the listing refused (access denied, say)
+        summary.interrupted = f"{type(exc).__name__}: {exc}".splitlines()[0]
     finally:
         for task in tasks:
             task.cancel()
@@ -233,7 +234,9 @@ class _Mover:
             self._fail(name, str(exc))
         except StorageUnavailable:
             raise
-        except StorageError as exc:
+        except Exception as exc:
+            # One file's failure (S3 refusing its metadata as too large, say) is reported
+            # with that file, and the run goes on.
             self._fail(name, f"{type(exc).__name__}: {exc}")
         finally:
             self.progress(1, 0)
