@@ -5,6 +5,9 @@ target (bytes, ETag, Last-Modified, type, disposition), and a second run copies 
 from __future__ import annotations
 
 import asyncio
+import os
+import pty
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +26,7 @@ from tests.migration import (
     answers,
     gridfs_side,
     local_side,
+    migrate_command,
     run_migrate,
     s3_side,
     seed,
@@ -207,3 +211,31 @@ def test_names_are_normalised_as_uploads_normalise_them(sides: Any, sync_db: Syn
     assert status == 0, stderr
     assert summary["renamed"] == [{"from": decomposed, "to": "caf\u00e9/menu.txt"}]
     assert names_in(target) == ["caf\u00e9/menu.txt"]
+
+
+def test_on_a_terminal_a_progress_line_and_a_readable_summary(tmp_path: Path) -> None:
+    source = tmp_path / "src"
+    (source / "a").mkdir(parents=True)
+    (source / "a" / "clip.webm").write_bytes(b"x" * 100_000)
+    leader, follower = pty.openpty()
+    process = subprocess.Popen(
+        migrate_command("--from", str(source), "--to", str(tmp_path / "dst")),
+        stdout=follower,
+        stderr=follower,
+        stdin=subprocess.DEVNULL,
+    )
+    os.close(follower)
+    output = b""
+    while True:
+        try:
+            block = os.read(leader, 4096)
+        except OSError:  # the terminal closed with the process
+            break
+        if not block:
+            break
+        output += block
+    os.close(leader)
+    assert process.wait(timeout=60) == 0
+    text = output.decode()
+    assert "\rmigrate  1 file(s)" in text
+    assert "copied 1 (0.1 MiB" in text and "{" not in text

@@ -217,3 +217,26 @@ async def test_a_file_moved_between_the_lookups_is_found(
         assert await read_all(storage, info) == b"moving"
     finally:
         await storage.close()
+
+
+class _CountingLocal(LocalStorage):
+    """A real local storage that counts the listing entries taken from it."""
+
+    taken = 0
+
+    async def list(
+        self, prefix: str = "", limit: int = 100, after: str = ""
+    ) -> AsyncIterator[FileInfo]:
+        async for info in super().list(prefix, limit, after):
+            self.taken += 1
+            yield info
+
+
+async def test_a_merged_page_takes_at_most_limit_names_from_each_storage(tmp_path: Path) -> None:
+    primary, fallback = _CountingLocal(tmp_path / "p"), _CountingLocal(tmp_path / "f")
+    for i in range(40):
+        await (primary if i % 2 else fallback).save(f"f{i:02}", body(b"x"))
+    storage = FallbackStorage(primary, fallback)
+    page = [info.filename async for info in storage.list(limit=5, after="f09")]
+    assert page == ["f10", "f11", "f12", "f13", "f14"]
+    assert primary.taken <= 5 and fallback.taken <= 5
