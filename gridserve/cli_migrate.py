@@ -85,7 +85,7 @@ def run(args: argparse.Namespace) -> int:
     if source_dir and target_dir and _overlap(_dir_place(source_dir), _dir_place(target_dir)):
         return _usage(overlap)  # checked before the target directory is created
     try:
-        source = from_uri(args.source)
+        source = from_uri(args.source, create=False)
         target = from_uri(args.target)
     except StorageURIError as exc:
         return _usage(str(exc))

@@ -29,6 +29,7 @@ from contextlib import aclosing
 from dataclasses import dataclass, field
 from typing import Any
 
+from gridserve.names import normalize_name
 from gridserve.storage.base import (
     FileExists,
     FileInfo,
@@ -37,7 +38,6 @@ from gridserve.storage.base import (
     Storage,
     StorageUnavailable,
 )
-from gridserve.uploads import Rejected, sanitize_name
 
 LIST_PAGE = 500
 MAX_REVISIONS = 100_000
@@ -80,15 +80,10 @@ class Summary:
 
 
 def target_name(name: str) -> str:
-    """The name a file gets in the target: the key uploads would give it (NFC), or
-    ValueError for a name no storage should hold (``..``, dot or control characters).
-
-    When :mod:`gridserve.names` lands, this is ``names.normalize_name`` (its InvalidName is a
-    ValueError)."""
-    try:
-        return sanitize_name(name)
-    except Rejected as exc:
-        raise ValueError(exc.reason) from exc
+    """The name a file gets in the target: the key an upload of that name would get
+    (:func:`gridserve.names.normalize_name`: NFC), or ValueError for a name no storage should
+    hold (``..``, dot or control characters, too long)."""
+    return normalize_name(name)
 
 
 @dataclass(frozen=True)
