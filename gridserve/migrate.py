@@ -40,7 +40,6 @@ from gridserve.storage.base import (
 )
 
 LIST_PAGE = 500
-MAX_REVISIONS = 100_000
 
 
 @dataclass
@@ -160,20 +159,6 @@ async def _names(storage: Storage, only: str) -> AsyncIterator[str]:
         after = page[-1]
 
 
-async def revisions(storage: Storage, name: str) -> list[FileInfo]:
-    """Every revision of ``name``, newest first (one on a newest-only storage)."""
-    found: list[FileInfo] = []
-    while len(found) < MAX_REVISIONS:
-        try:
-            info = await storage.resolve(name, -1 - len(found))
-        except FileNotFound:
-            break
-        if found and info.id == found[-1].id:
-            break  # a newest-only storage may answer every revision with the newest
-        found.append(info)
-    return found
-
-
 async def sha256_of(storage: Storage, info: FileInfo) -> str:
     """The SHA-256 of ``info``'s content, read from ``storage``."""
     digest = hashlib.sha256()
@@ -214,7 +199,7 @@ class _Mover:
         if target_name != name:
             self.summary.renamed.append({"from": name, "to": target_name})
         try:
-            found = await revisions(self.source, name)
+            found = (await self.source.revisions(name))[::-1]  # newest first
             if not found:
                 return  # deleted since it was listed
             if self.target.keeps_revisions:

@@ -240,3 +240,15 @@ async def test_a_merged_page_takes_at_most_limit_names_from_each_storage(tmp_pat
     page = [info.filename async for info in storage.list(limit=5, after="f09")]
     assert page == ["f10", "f11", "f12", "f13", "f14"]
     assert primary.taken <= 5 and fallback.taken <= 5
+
+
+async def test_revisions_come_from_the_first_storage_holding_the_name(
+    pair: FallbackStorage,
+) -> None:
+    for version in (b"one", b"two"):
+        await pair.fallbacks[0].save("r.txt", body(version))
+    old = await pair.revisions("r.txt")
+    assert [await read_all(pair, info) for info in old] == [b"one", b"two"]
+    await pair.save("r.txt", body(b"new"))
+    assert [await read_all(pair, info) for info in await pair.revisions("r.txt")] == [b"new"]
+    assert await pair.revisions("none.txt") == []

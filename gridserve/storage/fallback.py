@@ -6,6 +6,7 @@ answering whichever side the file is on at the moment.
 
 - ``resolve`` asks the primary, then each fallback; a miss everywhere asks the primary once
   more (a migration may have copied the file and deleted its source in between).
+  ``revisions`` are those of the first storage holding the name, never a mix.
 - ``read`` reads from the storage that resolved the file. If a fallback's copy vanishes
   under the read (its migration deleted it), the read goes on from the primary's copy when
   that has the same ETag and length, from the byte it had reached.
@@ -103,6 +104,22 @@ class FallbackStorage(Storage):
             return await self.primary.resolve(key, revision)
         except (FileNotFound, InvalidKey):
             raise missed from None
+
+    async def revisions(self, name: str) -> builtins.list[FileInfo]:
+        """The revisions of ``name`` in the first storage that holds it (never a mix)."""
+        found = await self.primary.revisions(name)
+        if found:
+            return found
+        for storage in self.fallbacks:
+            try:
+                found = await storage.revisions(name)
+            except (FileNotFound, InvalidKey):
+                continue
+            except StorageError as exc:
+                raise self._unavailable(storage, exc) from exc
+            if found:
+                return [self._remember(info, storage) for info in found]
+        return []
 
     async def read(
         self, info: FileInfo, start: int = 0, stop: int | None = None
