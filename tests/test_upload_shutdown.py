@@ -45,6 +45,7 @@ def test_sigterm_mid_upload_leaves_nothing(
     chunked: bool,
 ) -> None:
     uri = f"{mongo_uri.rstrip('/')}/{db_name}" if where == "gridfs" else str(tmp_path / "d")
+    (tmp_path / "d").mkdir()  # a --storage directory must exist (or be given --create)
     if where == "gridfs" and "?" in mongo_uri:
         base, query = mongo_uri.split("?", 1)
         uri = f"{base.rstrip('/')}/{db_name}?{query}"
