@@ -16,6 +16,7 @@ from gridserve.handlers.stream import DEFAULT_SEND_BUFFER
 from gridserve.handlers.ui import ui_routes
 from gridserve.metrics import Metrics
 from gridserve.storage.base import Storage
+from gridserve.storage.cache import CachedStorage
 from gridserve.tracking import RequestTracker
 from gridserve.uploads import UploadPolicy
 
@@ -115,6 +116,8 @@ def make_app(
     if prefix:  # "/fs" is the folder "/fs/": its listing, not a 404
         routes.append((prefix, tornado.web.RedirectHandler, {"url": prefix + "/"}))
     routes.append((rf"{prefix}/(.*)", FilesHandler, options))
+    if isinstance(storage, CachedStorage):
+        metrics.watch_cache(storage)
     settings.setdefault("gridserve_metrics", metrics)
     settings.setdefault("gridserve_tracker", RequestTracker())
     settings.setdefault("gridserve_cors_origin", cors_origin)

@@ -56,6 +56,7 @@ from gridserve.storage import (
     from_uri,
     mask_uri,
 )
+from gridserve.storage.cache import CachedStorage
 from gridserve.supervisor import fork_workers
 from gridserve.sweep import sweep_periodically
 from gridserve.uploads import (
@@ -403,6 +404,8 @@ async def _serve_forever(
     values: dict[str, Any], acl: ACL, sockets: list[Any], files: list[ReopenableFileHandler]
 ) -> int:
     storage = open_storage(values, create_default=True)
+    if values["chunk_cache"] > 0:
+        storage = CachedStorage(storage, values["chunk_cache"])
     app = make_app(
         storage,
         values["prefix"],

@@ -217,6 +217,14 @@ SERVE_SETTINGS = (
         "that seeks away discards, and the storage read for nothing",
         metavar="SIZE",
     ),
+    Setting(
+        "chunk_cache",
+        256 * 1024 * 1024,
+        parse_size,
+        "memory for a cache of storage chunks shared by all requests, per process (GridFS, S3), "
+        "e.g. 256M; 0 = off (default 256M)",
+        metavar="SIZE",
+    ),
     Setting("send_timeout", 60, _positive, "drop a client that takes no data for this long (s)"),
     Setting("idle_timeout", 60, _positive, "close keep-alive connections idle this long (s)"),
     Setting(

@@ -10,7 +10,10 @@ else counted as ``other``: a client cannot grow the label set by inventing metho
 ``gridserve_storage_read_bytes_total{storage}`` (bytes the handlers took from a storage's
 ``read()``, by :func:`storage_kind`: what answering cost the storage; a response abandoned by
 its client counts what was read for it, including what the kernel had queued and never
-delivered, which ``scripts/bench --waste`` sets against what clients consumed).
+delivered, which ``scripts/bench --waste`` sets against what clients consumed). Behind a
+chunk cache (:meth:`Metrics.watch_cache`) it counts what the cache read from the storage it
+wraps, and the cache adds ``gridserve_cache_hits_total``, ``gridserve_cache_misses_total``,
+``gridserve_cache_evictions_total`` (blocks) and ``gridserve_cache_bytes``.
 Handlers find the application's :class:`Metrics` in ``settings["gridserve_metrics"]``; an
 application without it records nothing.
 
@@ -23,8 +26,9 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
+from typing import TYPE_CHECKING
 
 from prometheus_client import (
     CollectorRegistry,
@@ -35,7 +39,12 @@ from prometheus_client import (
     multiprocess,
     values,
 )
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
+from prometheus_client.registry import Collector
+
+if TYPE_CHECKING:
+    from gridserve.storage.cache import CachedStorage
 
 CONTENT_TYPE = CONTENT_TYPE_LATEST
 KNOWN_METHODS = frozenset(
@@ -116,6 +125,20 @@ class Metrics:
             buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
             registry=r,
         )
+        self._caches: list[CachedStorage] = []
+
+    def watch_cache(self, cache: CachedStorage) -> None:
+        """Exports ``cache``'s counters; its reads of the storage it wraps are the storage
+        reads (what the handlers take from the cache is not)."""
+        self.registry.register(_CacheCollector(cache))
+        cache.on_storage_read = self.storage_read_bytes.labels(storage_kind(cache.inner)).inc
+        self._caches.append(cache)
+
+    def storage_read_counter(self, storage: object) -> Callable[[int], object]:
+        """What a handler calls with the size of each piece it reads from ``storage``."""
+        if any(storage is cache for cache in self._caches):
+            return _uncounted  # the cache counts what it reads itself
+        return self.storage_read_bytes.labels(storage_kind(storage)).inc
 
     def count_request(self, method: str | None, status: int) -> None:
         """Counts one answered request. ``status`` is ours (a bounded set), ``method`` the
@@ -138,3 +161,27 @@ class Metrics:
             multiprocess.MultiProcessCollector(merged, directory)  # type: ignore[no-untyped-call]
             return generate_latest(merged)
         return generate_latest(self.registry)
+
+
+def _uncounted(amount: int) -> None:
+    pass
+
+
+class _CacheCollector(Collector):
+    """The chunk cache's own counters, read at each scrape (the cache keeps plain ints)."""
+
+    def __init__(self, cache: CachedStorage) -> None:
+        self._cache = cache
+
+    def collect(self) -> Iterable[Metric]:
+        stats = self._cache.stats()
+        yield CounterMetricFamily(
+            "gridserve_cache_hits", "Cache blocks served without a storage read", stats.hits
+        )
+        yield CounterMetricFamily(
+            "gridserve_cache_misses", "Cache blocks read from the storage", stats.misses
+        )
+        yield CounterMetricFamily(
+            "gridserve_cache_evictions", "Cache blocks evicted", stats.evictions
+        )
+        yield GaugeMetricFamily("gridserve_cache_bytes", "Bytes held by the cache", stats.bytes)

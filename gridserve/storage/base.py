@@ -45,6 +45,17 @@ Override points of :class:`Storage`, what each receives and returns:
 
 ``delete(info) -> None``,
 ``ping() -> None`` (raises :class:`StorageUnavailable`), ``close() -> None``.
+
+Optional, for a chunk cache in front (:mod:`gridserve.storage.cache`):
+
+``cache_key(info) -> Hashable | None``
+    What names the *content* of ``info``: files with equal keys have identical bytes, and a
+    file whose bytes change gets a new key (GridFS: the file id; S3: key, ETag and length).
+    None (the default): the content is not cached.
+
+``cache_block_size(info) -> int``
+    The unit the backend fetches and a cache keys on: a range read ``read(info, k * size,
+    (k + 1) * size)`` is one stored piece (a GridFS chunk). Default ``info.chunk_size``.
 """
 
 from __future__ import annotations
@@ -52,7 +63,7 @@ from __future__ import annotations
 import abc
 import builtins
 import hashlib
-from collections.abc import AsyncGenerator, AsyncIterable, AsyncIterator, Mapping
+from collections.abc import AsyncGenerator, AsyncIterable, AsyncIterator, Hashable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from functools import cached_property
@@ -262,6 +273,14 @@ class Storage(abc.ABC):
 
     async def close(self) -> None:  # noqa: B027 - optional override, nothing to release by default
         """Releases what the storage owns (its database client, for one)."""
+
+    def cache_key(self, info: FileInfo) -> Hashable | None:
+        """What names ``info``'s content for a chunk cache; None: do not cache it."""
+        return None
+
+    def cache_block_size(self, info: FileInfo) -> int:
+        """The aligned unit a chunk cache reads ``info`` in (see the module docstring)."""
+        return info.chunk_size
 
     @property
     def description(self) -> str:

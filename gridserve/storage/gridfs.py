@@ -19,7 +19,7 @@ import logging
 import math
 import re
 import time
-from collections.abc import AsyncGenerator, AsyncIterable, AsyncIterator, Mapping
+from collections.abc import AsyncGenerator, AsyncIterable, AsyncIterator, Hashable, Mapping
 from contextlib import aclosing
 from datetime import datetime, timezone
 from typing import Any
@@ -208,6 +208,10 @@ class GridFSStorage(Storage):
     @property
     def description(self) -> str:
         return f"GridFS {self.database.name}.{self.bucket}"
+
+    def cache_key(self, info: FileInfo) -> Hashable:
+        """A file id names one immutable upload (chunks are never rewritten in place)."""
+        return ("gridfs", self.database.name, self.bucket, info.id)
 
     # -- reading -------------------------------------------------------------------------
 

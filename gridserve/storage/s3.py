@@ -21,7 +21,7 @@ from __future__ import annotations
 import builtins
 import contextlib
 import json
-from collections.abc import AsyncGenerator, AsyncIterable, AsyncIterator, Mapping
+from collections.abc import AsyncGenerator, AsyncIterable, AsyncIterator, Hashable, Mapping
 from datetime import datetime
 from typing import Any
 
@@ -182,6 +182,13 @@ class S3Storage(Storage):
             native_etag=kept_etag or etag,
             version=etag,
         )
+
+    def cache_key(self, info: FileInfo) -> Hashable | None:
+        """The object's ETag names its content (a replacement has another, and reads send
+        ``If-Match``); an object listed without one is not cached."""
+        if not info.native_etag:
+            return None
+        return ("s3", self.bucket, self.prefix, info.filename, info.native_etag, info.length)
 
     async def resolve(self, key: str, revision: int | None = None) -> FileInfo:
         object_key = self._object_key(key)
