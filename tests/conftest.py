@@ -17,6 +17,7 @@ from bson import ObjectId
 from pymongo import AsyncMongoClient
 
 from gridserve.storage.base import Storage
+from gridserve.storage.cache import CachedStorage
 from gridserve.storage.fallback import FallbackStorage
 from gridserve.storage.gridfs import GridFSStorage
 from gridserve.storage.local import LocalStorage
@@ -85,6 +86,9 @@ def sync_db(sync_client: pymongo.MongoClient[dict[str, Any]], db_name: str) -> S
 
 
 BACKENDS = ["gridfs", "local", "s3"]
+# The same backends behind a small chunk cache (the contract suite runs on them too).
+CACHED_BACKENDS = ["cached-gridfs", "cached-s3"]
+CACHE_FOR_TESTS = 600 * 1024  # a few chunks: tests evict
 PutFile = Callable[..., Any]
 
 
@@ -137,6 +141,15 @@ def make_storage(
     backend: str, request: pytest.FixtureRequest, local_root: Path
 ) -> Callable[[], Storage]:
     """A factory of the backend's storage (call it on the loop that will use it)."""
+    if backend.startswith("cached-"):
+        inner = make_storage_of(backend.removeprefix("cached-"), request, local_root)
+        return lambda: CachedStorage(inner(), CACHE_FOR_TESTS, fetch_window=64 * 1024)
+    return make_storage_of(backend, request, local_root)
+
+
+def make_storage_of(
+    backend: str, request: pytest.FixtureRequest, local_root: Path
+) -> Callable[[], Storage]:
     if backend == "gridfs":
         mongo_uri: str = request.getfixturevalue("mongo_uri")
         db_name: str = request.getfixturevalue("db_name")
