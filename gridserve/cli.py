@@ -57,6 +57,7 @@ from gridserve.storage import (
     mask_uri,
 )
 from gridserve.storage.cache import CachedStorage
+from gridserve.storage.local import LocalStorage
 from gridserve.supervisor import fork_workers
 from gridserve.sweep import sweep_periodically
 from gridserve.uploads import (
@@ -404,7 +405,7 @@ async def _serve_forever(
     values: dict[str, Any], acl: ACL, sockets: list[Any], files: list[ReopenableFileHandler]
 ) -> int:
     storage = open_storage(values, create_default=True)
-    if values["chunk_cache"] > 0:
+    if values["chunk_cache"] > 0 and not isinstance(storage, LocalStorage):  # page cache
         storage = CachedStorage(storage, values["chunk_cache"])
     app = make_app(
         storage,
