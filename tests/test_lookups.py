@@ -1,8 +1,8 @@
-"""The file-document cache and the chunk locator: pure data structures, no database."""
+"""The file-document cache: a pure data structure, no database."""
 
 from __future__ import annotations
 
-from gridserve.storage.lookups import ChunkLocator, FileDocumentCache
+from gridserve.storage.lookups import FileDocumentCache
 
 
 class Clock:
@@ -54,50 +54,3 @@ def test_file_cache_forget_and_refresh() -> None:
     cache.put("id1", "new")  # a put restarts the entry's lifetime
     clock.now += 4
     assert cache.get("id1") == "new"
-
-
-def test_locator_returns_ids_only_when_the_whole_range_is_known() -> None:
-    locator = ChunkLocator()
-    for n in (0, 1, 2, 4):
-        locator.learn("f", n, f"c{n}")
-    assert locator.locate("f", 0, 2) == ["c0", "c1", "c2"]
-    assert locator.locate("f", 4, 4) == ["c4"]
-    assert locator.locate("f", 2, 4) is None  # chunk 3 never seen
-    assert locator.locate("other", 0, 0) is None
-    assert len(locator) == 4
-    locator.learn("f", 1, "c1")  # learning again does not count twice
-    assert len(locator) == 4
-
-
-def test_locator_bound_evicts_whole_files_least_recently_used() -> None:
-    locator = ChunkLocator(max_chunks=5)
-    for n in range(3):
-        locator.learn("a", n, n)
-    for n in range(2):
-        locator.learn("b", n, n)
-    assert locator.locate("a", 0, 2) == [0, 1, 2]  # a is now more recent than b
-    locator.learn("c", 0, 0)
-    assert locator.locate("b", 0, 0) is None
-    assert locator.locate("a", 0, 2) == [0, 1, 2]
-    assert locator.locate("c", 0, 0) == [0]
-    assert len(locator) == 4
-
-
-def test_locator_keeps_the_newest_chunk_of_a_file_larger_than_its_bound() -> None:
-    locator = ChunkLocator(max_chunks=3)
-    for n in range(10):
-        locator.learn("big", n, n)
-        assert len(locator) <= 3
-    assert locator.locate("big", 9, 9) == [9]
-
-
-def test_locator_forget_and_disabled() -> None:
-    locator = ChunkLocator()
-    locator.learn("f", 0, "c0")
-    locator.forget("f")
-    locator.forget("f")
-    assert locator.locate("f", 0, 0) is None
-    assert len(locator) == 0
-    disabled = ChunkLocator(max_chunks=0)
-    disabled.learn("f", 0, "c0")
-    assert disabled.locate("f", 0, 0) is None

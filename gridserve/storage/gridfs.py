@@ -43,14 +43,13 @@ from gridserve.storage.base import (
     stored_content_type,
     utc,
 )
-from gridserve.storage.lookups import ChunkLocator, FileDocumentCache
+from gridserve.storage.lookups import FileDocumentCache
 from gridserve.storage.readahead import read_ahead
 from gridserve.storage.writes import Cleanups, settle
 
 DEFAULT_CHUNK_SIZE = 255 * 1024
 DEFAULT_READ_AHEAD = 512 * 1024  # per stream: bounds what a slow client makes us hold
 DEFAULT_FILE_CACHE_SECONDS = 5.0
-DEFAULT_POINT_READ_CHUNKS = 8
 DEFAULT_INSERT_BATCH = 2 * 1024 * 1024  # per upload: chunks held for one insert_many
 ORPHAN_RETRY_SECONDS = 600.0
 CLOSE_DRAIN_SECONDS = 10.0
@@ -96,16 +95,6 @@ def file_info_from_document(doc: Mapping[str, Any]) -> FileInfo:
     )
 
 
-def point_read_filter(chunk_id: Any, file_id: Any, n: int, *, sharded: bool) -> dict[str, Any]:
-    """The filter that fetches one chunk by its ``_id``. On a sharded cluster it also names
-    ``files_id`` and ``n`` (the shard key GridFS chunks are sharded on), so mongos asks one
-    shard instead of all; elsewhere ``_id`` alone, the one filter FerretDB's SQLite backend
-    hands to SQLite instead of scanning the collection."""
-    if sharded:
-        return {"_id": chunk_id, "files_id": file_id, "n": n}
-    return {"_id": chunk_id}
-
-
 LISTING_SORT = [("filename", ASCENDING), ("uploadDate", ASCENDING)]
 
 
@@ -145,10 +134,8 @@ class GridFSStorage(Storage):
     Reading costs, per request: one query for the file document unless it was resolved by id
     in the last ``file_cache_seconds`` (0 disables that cache); then one cursor over the
     chunks of the range, ``read_ahead`` bytes per reply, iterated one chunk ahead of the
-    client (so a stream holds at most about ``read_ahead`` plus two chunks). A range of fewer than
-    ``point_read_chunks`` chunks whose chunk ids were seen before is fetched by ``_id``
-    instead (see :mod:`gridserve.storage.lookups`); ``locator_chunks`` bounds how many ids are
-    remembered (0 disables it).
+    client (so a stream holds at most about ``read_ahead`` plus two chunks). Chunks read again
+    are best served from memory: see :mod:`gridserve.storage.cache`.
 
     Uploads insert their chunks ``insert_batch`` bytes at a time (one ``insert_many``), the
     file document last.
@@ -165,8 +152,6 @@ class GridFSStorage(Storage):
         chunk_size: int = DEFAULT_CHUNK_SIZE,
         owns_client: bool = False,
         file_cache_seconds: float = DEFAULT_FILE_CACHE_SECONDS,
-        point_read_chunks: int = DEFAULT_POINT_READ_CHUNKS,
-        locator_chunks: int = 100_000,
         insert_batch: int = DEFAULT_INSERT_BATCH,
     ) -> None:
         self.database = database
@@ -179,8 +164,6 @@ class GridFSStorage(Storage):
         self._indexes_ready = False
         self.cleanups = Cleanups()
         self.file_cache: FileDocumentCache[FileInfo] = FileDocumentCache(file_cache_seconds)
-        self.locator = ChunkLocator(locator_chunks)
-        self.point_read_chunks = point_read_chunks
         self.insert_batch = insert_batch
 
     @classmethod
@@ -279,14 +262,11 @@ class GridFSStorage(Storage):
             raise CorruptFile(f"file {info.id}: chunkSize {size}")
         last_n = math.ceil(length / size) - 1
         first, last = start // size, (stop - 1) // size
-        known = None
-        if last - first < self.point_read_chunks:
-            known = self.locator.locate(info.id, first, last)
-        fetched = (
-            self._chunks_by_id(info, first, last, known)
-            if known is not None
-            else self._chunks_in_range(info, first, last)
-        )
+        # One cursor over the range, on the files_id_1_n_1 index, for every range. (Fetching
+        # chunks read before by their _id, as a "chunk locator" did until the chunk cache came,
+        # spared FerretDB's SQLite backend a scan but cost MongoDB one query per chunk instead
+        # of one per range; chunks read again now come from the cache, not the database.)
+        fetched = self._chunks_in_range(info, first, last)
         expected = first
         try:
             # One chunk queued: enough to overlap the fetch with the send (measured: a
@@ -316,45 +296,18 @@ class GridFSStorage(Storage):
         self, info: FileInfo, first: int, last: int
     ) -> AsyncGenerator[tuple[Any, Any], None]:
         """``(n, data)`` of chunks ``first..last`` by one cursor, ``read_ahead`` bytes per
-        reply; the locator learns each chunk's ``_id``."""
+        reply."""
         cursor = self.chunks.find(
             {"files_id": info.id, "n": {"$gte": first, "$lte": last}},
-            {"_id": 1, "n": 1, "data": 1},
+            {"_id": 0, "n": 1, "data": 1},
             sort=[("n", ASCENDING)],
             batch_size=max(1, self.read_ahead // info.chunk_size),
         )
         try:
             async for chunk in cursor:
-                n = chunk.get("n")
-                if isinstance(n, int):
-                    self.locator.learn(info.id, n, chunk["_id"])
-                yield n, chunk.get("data")
+                yield chunk.get("n"), chunk.get("data")
         finally:
             await cursor.close()
-
-    async def _chunks_by_id(
-        self, info: FileInfo, first: int, last: int, known: list[Any]
-    ) -> AsyncGenerator[tuple[Any, Any], None]:
-        """``(n, data)`` of chunks ``first..last`` fetched by their known ``_id``s. A chunk
-        that is not where the locator said (gone, or not this file's chunk ``n``) makes the
-        rest be read by range (which teaches the locator the chunks' current ids)."""
-        sharded = self._sharded()
-        for n, chunk_id in enumerate(known, start=first):
-            chunk = await self.chunks.find_one(
-                point_read_filter(chunk_id, info.id, n, sharded=sharded),
-                {"files_id": 1, "n": 1, "data": 1},
-            )
-            if chunk is None or chunk.get("files_id") != info.id or chunk.get("n") != n:
-                async for found in self._chunks_in_range(info, n, last):
-                    yield found
-                return
-            yield n, chunk.get("data")
-
-    def _sharded(self) -> bool:
-        """Whether the client talks to a sharded cluster (mongos), as far as it knows."""
-        client = getattr(self.database, "client", None)
-        topology = getattr(client, "topology_description", None)
-        return getattr(topology, "topology_type_name", "") == "Sharded"
 
     async def _check_still_stored(self, info: FileInfo) -> None:
         """Raises FileNotFound if ``info``'s file document is gone (deleted after it was
@@ -365,7 +318,6 @@ class GridFSStorage(Storage):
         except PyMongoError as exc:
             raise StorageUnavailable(str(exc)) from exc
         if doc is None:
-            self.locator.forget(info.id)
             raise FileNotFound(str(info.id))
 
     async def list(
@@ -531,7 +483,6 @@ class GridFSStorage(Storage):
 
     async def delete(self, info: FileInfo) -> None:
         self.file_cache.forget(info.id)
-        self.locator.forget(info.id)
         try:
             result = await self.files.delete_one({"_id": info.id})
             await self.chunks.delete_many({"files_id": info.id})
