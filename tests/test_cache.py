@@ -10,9 +10,11 @@ from __future__ import annotations
 import asyncio
 import os
 import re
+import subprocess
 import threading
 from collections import Counter
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import gridfs
@@ -31,6 +33,8 @@ from tests.conftest import SyncDB
 from tests.dbserver import FerretDB, ferretdb_binary
 from tests.livehttp import LiveServer
 from tests.s3server import S3Proxy
+from tests.test_cli import gridserve
+from tests.test_daemon import Daemon
 
 KIB = 1024
 HANG = 60  # seconds: a deadline that only a hang reaches
@@ -388,3 +392,50 @@ async def test_cache_off_reads_as_the_storage_does(
         "gridserve_cache" in metric.name
         for metric in app.settings["gridserve_metrics"].registry.collect()
     )
+
+
+# -- the daemon ------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("setting", ["1M", "0"])
+def test_the_daemon_caches_unless_told_not_to(
+    setting: str, mongo_uri: str, db_name: str, sync_db: SyncDB
+) -> None:
+    data = os.urandom(5 * 16 * KIB)
+    put(sync_db, "clip.webm", data, 16 * KIB)
+    daemon = Daemon("--storage", mongo_uri + db_name, env={"GRIDSERVE_CHUNK_CACHE": setting})
+    try:
+        for _ in range(3):
+            assert requests.get(daemon.url("/fs/clip.webm"), timeout=HANG).content == data
+        metrics = requests.get(daemon.url("/metrics"), timeout=HANG).text
+        if setting == "0":
+            assert "gridserve_cache" not in metrics
+        else:
+            assert "gridserve_cache_misses_total 5.0" in metrics
+            assert "gridserve_cache_hits_total 10.0" in metrics
+            assert f"gridserve_storage_read_bytes_total {float(len(data))}" in metrics
+    finally:
+        code, stderr = daemon.stop()
+    assert code == 0, stderr
+    assert ("with a 1 MiB chunk cache" in stderr) == (setting == "1M")
+
+
+def test_print_config_shows_the_chunk_cache(tmp_path: Path) -> None:
+    config = tmp_path / "gridserve.toml"
+    config.write_text('[gridserve]\nchunk_cache = "64M"\n')
+    shown = subprocess.run(
+        gridserve("serve", "--config", str(config), "--print-config"),
+        capture_output=True,
+        text=True,
+        timeout=HANG,
+        check=True,
+    ).stdout
+    assert f"chunk_cache = {64 * 1024 * 1024}" in shown
+    shown = subprocess.run(
+        gridserve("serve", "--chunk-cache", "0", "--print-config"),
+        capture_output=True,
+        text=True,
+        timeout=HANG,
+        check=True,
+    ).stdout
+    assert "chunk_cache = 0" in shown

@@ -103,3 +103,12 @@ def test_masking_and_rendering() -> None:
     assert text.startswith("[gridserve]\n")
     assert 'upload_token = "***"' in text and "port = 8888" in text
     assert "Zq9" not in text and "Pw-77" not in text and "K3y" not in text
+
+
+def test_chunk_cache_size(tmp_path: Path) -> None:
+    assert resolve()["chunk_cache"] == 256 * 1024 * 1024
+    assert resolve({"chunk_cache": "64M"})["chunk_cache"] == 64 * 1024 * 1024
+    assert resolve(env={"GRIDSERVE_CHUNK_CACHE": "0"})["chunk_cache"] == 0
+    assert resolve(file_text='chunk-cache = "1G"\n', tmp_path=tmp_path)["chunk_cache"] == 2**30
+    with pytest.raises(ConfigError, match="--chunk-cache"):
+        resolve({"chunk_cache": "lots"})
