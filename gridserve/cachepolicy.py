@@ -39,7 +39,8 @@ class _Entry(Generic[V]):
 class S3FIFO(Generic[K, V]):
     """Values by key, the sum of their sizes at most ``capacity``.
 
-    ``get(key)`` returns the value (and counts the read) or None; ``put(key, value, size)``
+    ``get(key)`` returns the value (and counts the read) or None, ``peek(key)`` the same
+    without counting; ``put(key, value, size)``
     stores it (replacing an entry of that key), evicting what the policy chooses;
     ``remove(key)`` drops one entry. ``small_ratio`` is the share of the capacity the small
     queue may hold before it gives its oldest entries up (0.1 in the paper).
@@ -72,6 +73,11 @@ class S3FIFO(Generic[K, V]):
             return None
         entry.frequency = min(entry.frequency + 1, MAX_FREQUENCY)
         return entry.value
+
+    def peek(self, key: K) -> V | None:
+        """The value, without counting a read (for the reader that just stored it)."""
+        entry = self._small.get(key) or self._main.get(key)
+        return None if entry is None else entry.value
 
     def put(self, key: K, value: V, size: int) -> bool:
         """Stores ``value`` as ``key``; False (and nothing stored) if it can never fit."""

@@ -233,8 +233,32 @@ async def test_a_reader_streams_what_arrived_and_leaving_cancels_nothing(
         gated.open()
         assert await asyncio.wait_for(second, HANG) == data
         assert waiting.cancelled()
-        assert gated.reads == 1  # one fetch served them all, to its end
+        assert gated.pieces == 8  # each chunk read once: no fetch was cancelled and redone
         assert cache.stats().bytes == len(data)
+    finally:
+        await cache.close()
+
+
+async def test_a_scan_through_the_cache_leaves_the_hot_file_cached(
+    mongo_uri: str, db_name: str, sync_db: SyncDB
+) -> None:
+    hot, scan = os.urandom(8 * 16 * KIB), os.urandom(64 * 16 * KIB)
+    put(sync_db, "hot.webm", hot, 16 * KIB)
+    put(sync_db, "scan.webm", scan, 16 * KIB)
+    replies = ChunkReplies()
+    cache = CachedStorage(
+        gridfs_factory(mongo_uri, db_name, replies)(), 32 * 16 * KIB, fetch_window=64 * KIB
+    )
+    try:
+        hot_info, scan_info = await cache.resolve("hot.webm"), await cache.resolve("scan.webm")
+        for _ in range(2):
+            assert await read_all(cache, hot_info) == hot
+        for _ in range(2):  # read twice, each chunk once per pass: a download, not popularity
+            assert await read_all(cache, scan_info) == scan
+        assert cache.stats().evictions > 0
+        before = replies.total()
+        assert await read_all(cache, hot_info) == hot
+        assert replies.total() == before  # the hot file is still all in the cache
     finally:
         await cache.close()
 

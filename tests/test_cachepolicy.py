@@ -88,3 +88,13 @@ def test_a_key_evicted_too_early_comes_back_into_the_main_queue() -> None:
     for key in range(100, 200):  # a scan through the small queue does not evict it
         cache.put(key, b"", 10)
     assert 1 in cache
+
+
+def test_peek_does_not_count_a_read() -> None:
+    cache: S3FIFO[int, bytes] = S3FIFO(100)
+    cache.put(1, b"once", 10)
+    assert cache.peek(1) == b"once"  # stored and read by the same reader: read once
+    for key in range(2, 30):
+        cache.put(key, b"", 10)
+    assert 1 not in cache  # left on probation, like any one-time read
+    assert cache.peek(99) is None

@@ -11,10 +11,12 @@ which the kernel's page cache already serves) is passed straight through.
 Reading a range walks its blocks in order. A block in the cache is a hit. A block being fetched
 by another request is awaited, not fetched again (*single flight*): sixteen viewers of one clip
 cost the database one read. A missing block starts a *fetch* of the run of missing blocks from
-it, at most ``fetch_window`` bytes, as one range read of the wrapped storage (one query), in
-its own task; a reader half-way through its window starts the next one, so the database works
-while the client receives. Each block is handed over as soon as it is complete: a client streams
-what has arrived while the rest of its range is still coming.
+it as one range read of the wrapped storage (one query), in its own task; a reader half-way
+through its window starts the next one, so the database works while the client receives. A
+read's window starts at two blocks and doubles with each fetch up to ``fetch_window`` bytes:
+a player's abandoned seek wastes little, a long download costs few queries. Each block is
+handed over as soon as it is complete: a client streams what has arrived while the rest of its
+range is still coming.
 
 - A reader that leaves does not cancel a fetch: the others waiting on it still get their blocks
   (and the fetch is bounded by ``fetch_window``).
@@ -22,8 +24,9 @@ what has arrived while the rest of its range is still coming.
   them; nothing of it is cached, and the next reader fetches again.
 - Memory: the cache holds at most ``capacity`` bytes (S3-FIFO eviction,
   :mod:`gridserve.cachepolicy`: one big download or scan does not flush the hot set). A reader
-  holds only the block it is sending, and a fetch only the blocks it has not handed over yet,
-  so slow readers never pin evicted entries.
+  holds only the block it is sending, and a fetch only what it has not handed over yet (at
+  most ``fetch_window``, read into the cache ahead of its reader), so slow readers never pin
+  evicted entries.
 - :meth:`delete` evicts the file's blocks (and a fetch under way caches nothing of it). A file
   deleted or replaced by another tool is found gone by the wrapped storage's lookup; a
   replacement has another id or ETag, so bytes of another revision are never served.
@@ -48,7 +51,8 @@ from gridserve.cachepolicy import S3FIFO
 from gridserve.storage.base import CorruptFile, FileInfo, Storage, StorageUnavailable
 
 DEFAULT_CAPACITY = 256 * 1024 * 1024
-DEFAULT_FETCH_WINDOW = 2 * 1024 * 1024
+DEFAULT_FETCH_WINDOW = 4 * 1024 * 1024
+FIRST_WINDOW_BLOCKS = 2  # a seek that is abandoned at once wastes little
 
 BlockKey = tuple[Hashable, int]
 
@@ -170,15 +174,26 @@ class CachedStorage(Storage):
                     yield piece
             return
         first, last = start // size, (stop - 1) // size
-        window = max(1, self.fetch_window // size)
+        widest = max(1, self.fetch_window // size)
+        window = min(widest, FIRST_WINDOW_BLOCKS)
+        frontier = first  # blocks before it were cached or on their way when last looked at
         mine: set[int] = set()  # blocks this read started fetching: misses, not hits
         for n in range(first, last + 1):
-            self._fetch_ahead(info, content, size, n, last, window, mine)
-            data = self._blocks.get((content, n))
+            if frontier <= last and frontier - n <= window // 2:  # fetch ahead
+                frontier = self._fetch_run(info, content, size, frontier, last, window, mine)
+                window = min(widest, window * 2)
+            key = (content, n)
+            # What this read fetched itself is read once so far: no second read for the
+            # eviction policy (or every download would look popular).
+            data = self._blocks.peek(key) if n in mine else self._blocks.get(key)
             if data is None:
-                future, _ = self._pending[(content, n)]
-                data = await asyncio.shield(future)
-                self._blocks.get((content, n))  # a read, for the eviction policy
+                pending = self._pending.get(key)
+                if pending is None:  # evicted since: fetch it again, with what follows
+                    self._fetch_run(info, content, size, n, last, window, mine)
+                    pending = self._pending[key]
+                data = await asyncio.shield(pending[0])
+                if n not in mine:
+                    self._blocks.get(key)  # another's fetch: a read, for the eviction policy
             if n in mine:
                 mine.discard(n)
                 self._misses += 1
@@ -188,26 +203,26 @@ class CachedStorage(Storage):
             hi = stop - n * size if n == last else len(data)
             yield data if lo == 0 and hi == len(data) else data[lo:hi]
 
-    def _fetch_ahead(
+    def _fetch_run(
         self,
         info: FileInfo,
         content: Hashable,
         size: int,
-        n: int,
+        begin: int,
         last: int,
         window: int,
         mine: set[int],
-    ) -> None:
-        """Makes sure block ``n`` is cached or on its way, and starts fetching the next run of
-        missing blocks once the reader is within half a window of it."""
-        horizon = min(last, n + window - 1)
-        begin = n
+    ) -> int:
+        """Starts fetching the blocks among ``begin .. begin + window - 1`` (not past ``last``)
+        that are neither cached nor on their way, from the first of them to the next that is;
+        returns the block after those looked at."""
+        horizon = min(last, begin + window - 1)
         while begin <= horizon and self._present(content, begin):
             begin += 1
-        if begin > horizon or (begin > n and begin - n > window // 2):
-            return
+        if begin > horizon:
+            return horizon + 1
         end = begin
-        while end < min(last, begin + window - 1) and not self._present(content, end + 1):
+        while end < horizon and not self._present(content, end + 1):
             end += 1
         futures = {m: asyncio.get_running_loop().create_future() for m in range(begin, end + 1)}
         fetch = _Fetch(content, futures)
@@ -217,6 +232,7 @@ class CachedStorage(Storage):
         task = asyncio.ensure_future(self._fetch(info, size, begin, end, fetch))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+        return end + 1
 
     def _present(self, content: Hashable, n: int) -> bool:
         return (content, n) in self._blocks or (content, n) in self._pending
