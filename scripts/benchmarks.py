@@ -451,7 +451,13 @@ def servers(uri: str, db_name: str, disk: Path, workdir: Path) -> dict[str, Serv
     port = free_port()
     found["gridserve (GridFS)"] = Server(
         "gridserve (GridFS)",
-        [*gridserve, "--storage", uri + db_name, "--port", str(port), "--upload-token", TOKEN],
+        # The chunk cache off: these figures compare reading the database (scripts/bench
+        # --cache measures the cache).
+        [
+            *gridserve,
+            *("--storage", uri + db_name, "--port", str(port), "--upload-token", TOKEN),
+            *("--chunk-cache", "0"),
+        ],
         port,
     )
     port = free_port()

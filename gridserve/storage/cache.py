@@ -105,7 +105,7 @@ class CachedStorage(Storage):
 
     @property
     def description(self) -> str:
-        return f"{self.inner.description} with a {self.capacity // 1024**2} MiB chunk cache"
+        return f"{self.inner.description} with a {self.capacity / 2**20:g} MiB chunk cache"
 
     def stats(self) -> CacheStats:
         return CacheStats(
