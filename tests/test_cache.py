@@ -263,6 +263,25 @@ async def test_a_scan_through_the_cache_leaves_the_hot_file_cached(
         await cache.close()
 
 
+async def test_a_stalled_reader_fetches_no_further_than_its_window(
+    mongo_uri: str, db_name: str, sync_db: SyncDB
+) -> None:
+    data = os.urandom(64 * 16 * KIB)
+    put(sync_db, "clip.webm", data, 16 * KIB)
+    cache = CachedStorage(
+        gridfs_factory(mongo_uri, db_name, ChunkReplies())(), 4096 * KIB, fetch_window=64 * KIB
+    )
+    try:
+        info = await cache.resolve("clip.webm")
+        reader = cache.read(info)  # a player that takes the first chunk, then stops reading
+        assert await asyncio.wait_for(anext(reader), HANG) == data[: 16 * KIB]
+        await asyncio.wait_for(asyncio.gather(*cache._tasks), HANG)  # its fetches are done
+        assert cache.stats().storage_read_bytes <= 4 * 16 * KIB  # the window, not the file
+        await reader.aclose()
+    finally:
+        await cache.close()
+
+
 # -- bounds, failures, deletes --------------------------------------------------------------------
 
 
