@@ -202,7 +202,9 @@ def test_concurrent_http_downloads_read_each_chunk_once(
         assert ranged.status_code == 206 and ranged.content == data[100000:300001]
         assert replies.total() == 25
         metrics = requests.get(server.url("/metrics"), timeout=HANG).text
-        assert f"gridserve_storage_read_bytes_total {float(len(data))}" in metrics
+        read = f'gridserve_storage_read_bytes_total{{storage="gridfs"}} {float(len(data))}'
+        assert read in metrics  # what the cache read from GridFS, not what it served
+        assert 'storage="other"' not in metrics
         assert "gridserve_cache_misses_total 25.0" in metrics
         hits = re.search(r"^gridserve_cache_hits_total (\S+)$", metrics, re.MULTILINE)
         assert hits is not None and float(hits.group(1)) == 7 * 25 + 7
@@ -451,12 +453,14 @@ def test_the_daemon_caches_unless_told_not_to(
         for _ in range(3):
             assert requests.get(daemon.url("/fs/clip.webm"), timeout=HANG).content == data
         metrics = requests.get(daemon.url("/metrics"), timeout=HANG).text
+        read = 'gridserve_storage_read_bytes_total{storage="gridfs"}'
         if setting == "0":
             assert "gridserve_cache" not in metrics
+            assert f"{read} {float(3 * len(data))}" in metrics  # each download read it all
         else:
             assert "gridserve_cache_misses_total 5.0" in metrics
             assert "gridserve_cache_hits_total 10.0" in metrics
-            assert f"gridserve_storage_read_bytes_total {float(len(data))}" in metrics
+            assert f"{read} {float(len(data))}" in metrics  # once
     finally:
         code, stderr = daemon.stop()
     assert code == 0, stderr

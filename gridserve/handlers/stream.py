@@ -61,7 +61,7 @@ from gridserve import ranges, validators
 from gridserve.acl import ACL, Action, AllowReads, Refused, has_credentials, is_allowed
 from gridserve.handlers.errors import HTTPErrorWithHeaders, PlainErrors
 from gridserve.mediatypes import choose_content_type, content_disposition, is_passive
-from gridserve.metrics import Metrics, storage_kind
+from gridserve.metrics import Metrics
 from gridserve.storage.base import (
     CorruptFile,
     FileInfo,
@@ -401,7 +401,7 @@ class GridFSHandler(StorageRequestHandler, tornado.web.StaticFileHandler):
         metrics = self.metrics
         if metrics is not None:
             metrics.streams_in_flight.inc()
-            read_bytes = metrics.storage_read_bytes.labels(storage_kind(self.storage))
+            count_read = metrics.storage_read_counter(self.storage)
         loop = asyncio.get_running_loop()
         self._flush_started: float | None = None
         self._stalled = False
@@ -417,7 +417,7 @@ class GridFSHandler(StorageRequestHandler, tornado.web.StaticFileHandler):
                 ) as chunks:
                     async for chunk in chunks:
                         if metrics is not None:
-                            read_bytes.inc(len(chunk))
+                            count_read(len(chunk))
                         self.write(chunk)
                         sent += len(chunk)
                         await self._timed_flush()
