@@ -35,6 +35,7 @@ range is still coming.
 from __future__ import annotations
 
 import asyncio
+import builtins
 from collections.abc import (
     AsyncGenerator,
     AsyncIterable,
@@ -124,8 +125,18 @@ class CachedStorage(Storage):
         *,
         content_type: str | None = None,
         metadata: Mapping[str, Any] | None = None,
+        original: FileInfo | None = None,
     ) -> FileInfo:
-        return await self.inner.save(name, chunks, content_type=content_type, metadata=metadata)
+        return await self.inner.save(
+            name, chunks, content_type=content_type, metadata=metadata, original=original
+        )
+
+    @property
+    def keeps_revisions(self) -> bool:  # type: ignore[override]
+        return self.inner.keeps_revisions
+
+    async def revisions(self, name: str) -> builtins.list[FileInfo]:
+        return await self.inner.revisions(name)
 
     def list(self, prefix: str = "", limit: int = 100, after: str = "") -> AsyncIterator[FileInfo]:
         return self.inner.list(prefix, limit, after)
