@@ -4,22 +4,28 @@ local tree left as the user made it (operability issue, item 5)."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import os
 import socket
 import subprocess
 import sys
+import time
 import unicodedata
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
 import requests
 
 from gridserve.acl import default_acl
+from gridserve.handlers.files import MAX_CONCURRENT_LISTINGS
 from gridserve.multipart import parse_disposition
 from gridserve.names import InvalidName, normalize_folder, normalize_name
+from gridserve.storage.base import FileInfo
+from gridserve.storage.local import LocalStorage
 from tests.livehttp import LiveServer
 
 TOKEN = "upload-token"
@@ -236,3 +242,51 @@ def test_a_refused_form_file_name_is_answered(
     response = requests.post(writable.url("/fs/"), data=body, headers=headers, timeout=60)
     assert response.status_code == 400
     assert listed(writable) == []
+
+
+class GatedListings(LocalStorage):
+    """A local store whose listings wait at a gate, counting how many are inside at once."""
+
+    def __init__(self, root: Path) -> None:
+        super().__init__(root)
+        self.gate = asyncio.Event()
+        self.inside = self.most_inside = 0
+
+    async def list(
+        self, prefix: str = "", limit: int = 100, after: str = ""
+    ) -> AsyncIterator[FileInfo]:
+        self.inside += 1
+        self.most_inside = max(self.most_inside, self.inside)
+        try:
+            await self.gate.wait()
+            async for info in super().list(prefix, limit, after):
+                yield info
+        finally:
+            self.inside -= 1
+
+
+def test_concurrent_listings_are_bounded(tmp_path: Path) -> None:
+    (tmp_path / "a.txt").write_bytes(b"a")
+    storage = GatedListings(tmp_path)
+    server = LiveServer(lambda: storage).start()
+    try:
+        with ThreadPoolExecutor(MAX_CONCURRENT_LISTINGS + 4) as pool:
+            answers = [
+                pool.submit(requests.get, server.url("/fs/"), timeout=30)
+                for _ in range(MAX_CONCURRENT_LISTINGS + 4)
+            ]
+            deadline = time.monotonic() + 10
+            while storage.inside < MAX_CONCURRENT_LISTINGS:
+                assert time.monotonic() < deadline, f"only {storage.inside} listings started"
+                time.sleep(0.05)
+            time.sleep(0.3)  # room for any listing beyond the bound to get in (none may)
+            assert storage.inside == MAX_CONCURRENT_LISTINGS
+            server.run_coroutine(_open(storage.gate))
+            assert [a.result().status_code for a in answers] == [200] * len(answers)
+        assert storage.most_inside == MAX_CONCURRENT_LISTINGS
+    finally:
+        server.stop()
+
+
+async def _open(gate: asyncio.Event) -> None:
+    gate.set()

@@ -79,6 +79,9 @@ from gridserve.uploads import (
 log = logging.getLogger("gridserve.files")
 
 MAX_LIST_LIMIT = 1000
+# Listings of one application at once, whatever the storage: each is O(limit), and a burst of
+# them waits here instead of piling up queries on the database or scans on the disk.
+MAX_CONCURRENT_LISTINGS = 8
 LISTED_URL_TTL = 3600
 HANDOVER_CHUNKS = 4
 UNLIMITED_BODY = 1 << 50
@@ -254,10 +257,11 @@ class FilesHandler(GridFSHandler):
         if not 1 <= limit <= MAX_LIST_LIMIT:
             raise tornado.web.HTTPError(400, reason=f"limit must be 1 to {MAX_LIST_LIMIT}")
         try:
-            files = [
-                self.describe(info)
-                async for info in self.storage.list(prefix, limit + 1, after=after)
-            ]
+            async with self._listing_slots():
+                files = [
+                    self.describe(info)
+                    async for info in self.storage.list(prefix, limit + 1, after=after)
+                ]
         except StorageUnavailable as exc:
             raise self.storage_http_error(exc) from None
         more = len(files) > limit
@@ -265,6 +269,14 @@ class FilesHandler(GridFSHandler):
         self.set_header("Content-Type", "application/json; charset=utf-8")
         self.set_header("Cache-Control", "no-store")
         self.finish(json.dumps({"files": files, "next": files[-1]["filename"] if more else None}))
+
+    def _listing_slots(self) -> asyncio.Semaphore:
+        """The application's bound on concurrent listings (:data:`MAX_CONCURRENT_LISTINGS`)."""
+        slots: asyncio.Semaphore | None = getattr(self.application, "_gridserve_listings", None)
+        if slots is None:
+            slots = asyncio.Semaphore(MAX_CONCURRENT_LISTINGS)
+            self.application._gridserve_listings = slots  # type: ignore[attr-defined]
+        return slots
 
     def describe(self, info: FileInfo) -> dict[str, Any]:
         """The JSON description of a stored file (listings and upload answers); its ``url`` is
