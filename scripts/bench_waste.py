@@ -34,13 +34,17 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from gridserve.handlers.stream import DEFAULT_SEND_BUFFER  # noqa: E402
 from gridserve.metrics import Metrics  # noqa: E402
+from gridserve.storage.base import Storage  # noqa: E402
+from gridserve.storage.cache import CachedStorage  # noqa: E402
 from gridserve.storage.gridfs import GridFSStorage  # noqa: E402
 from tests.dbserver import FerretDB, ferretdb_binary  # noqa: E402
 from tests.livehttp import LiveServer  # noqa: E402
@@ -256,21 +260,39 @@ def settle(metrics: Metrics, timeout: float = 30) -> None:
 
 
 def measure(
-    uri: str, db: str, send_buffer: int | None, rtt: float, rate: float, repeats: int
+    uri: str,
+    db: str,
+    send_buffer: int | None,
+    rtt: float,
+    rate: float,
+    repeats: int,
+    chunk_cache: int = 0,
 ) -> dict[str, Any]:
-    """The players' ratios and the download throughput at ``send_buffer``."""
+    """The players' ratios and the download throughput at ``send_buffer``; with
+    ``chunk_cache`` bytes of chunk cache in front of the storage (what the daemon does by
+    default), each figure from a fresh server, so that it is the first viewer's."""
+    if chunk_cache and repeats > 1:
+        rows = [measure(uri, db, send_buffer, rtt, rate, 1, chunk_cache) for _ in range(repeats)]
+        return {key: median_of(row[key] for row in rows) for key in rows[0]}
+
+    def storage() -> Storage:
+        gridfs = GridFSStorage.from_uri(uri, default_database=db)
+        return CachedStorage(gridfs, chunk_cache) if chunk_cache else gridfs
+
     metrics = Metrics()
-    server = LiveServer(
-        lambda: GridFSStorage.from_uri(uri, default_database=db),
-        send_buffer=send_buffer,
-        metrics=metrics,
-    ).start()
+    server = LiveServer(storage, send_buffer=send_buffer, metrics=metrics).start()
     try:
         with ThrottlingProxy(server.port, rtt, rate) as proxy:
             url = f"http://127.0.0.1:{proxy.port}/fs/movie.mp4"
             return run_players(url, metrics, repeats, proxy)
     finally:
         server.stop()
+
+
+def median_of(values: Iterable[Any]) -> Any:
+    """The median of figures: floats, or (ratio, read, delivered) tuples by their ratio."""
+    ordered = sorted(values, key=lambda v: v[0] if isinstance(v, tuple) else v)
+    return ordered[len(ordered) // 2]
 
 
 def run_players(url: str, metrics: Metrics, repeats: int, link: ThrottlingProxy) -> dict[str, Any]:
@@ -321,6 +343,13 @@ def main() -> int:
     parser.add_argument("--sizes", default="64,128,256,512", help="send buffers to try, KiB")
     parser.add_argument("--repeats", type=int, default=3, help="runs per figure (median)")
     parser.add_argument("--uri", help="a MongoDB URI (default: start the test database)")
+    parser.add_argument(
+        "--chunk-cache",
+        type=int,
+        default=256,
+        help="also measure the default send buffer with this many MiB of chunk cache, as the "
+        "daemon runs by default (first viewer: a fresh cache per run; 0: skip)",
+    )
     args = parser.parse_args()
     sizes: list[int | None] = [None, *(int(s) * KIB for s in args.sizes.split(","))]
 
@@ -340,10 +369,20 @@ def main() -> int:
             f"at {args.rate / 1e6:g} MB/s; storage bytes read / bytes delivered to the client",
             flush=True,
         )
-        rows = {
+        rows: dict[int | str | None, dict[str, Any]] = {
             size: measure(uri, "bench_waste", size, args.rtt, args.rate, args.repeats)
             for size in sizes
         }
+        if args.chunk_cache:
+            rows["cached"] = measure(
+                uri,
+                "bench_waste",
+                DEFAULT_SEND_BUFFER,
+                args.rtt,
+                args.rate,
+                args.repeats,
+                chunk_cache=args.chunk_cache * MIB,
+            )
         base = rows[None]["throughput"]
         bdp = args.rate * args.rtt
         print(
@@ -355,9 +394,12 @@ def main() -> int:
                 for name in ("ffprobe", "ffmpeg -ss")
             ]
             share = row["throughput"] / base
-            cap = min(1.0, send_queue_capacity(size) / bdp)
+            buffer = DEFAULT_SEND_BUFFER if size == "cached" else size
+            assert not isinstance(buffer, str)
+            cap = min(1.0, send_queue_capacity(buffer) / bdp)
+            name = f"{label(buffer)}+cache" if size == "cached" else label(buffer)
             print(
-                f"{label(size):<16}{cells[0]:>22}{cells[1]:>22}"
+                f"{name:<16}{cells[0]:>22}{cells[1]:>22}"
                 f"{row['throughput'] / 1e6:>6.2f} ({share:.0%})"
                 f"{cap * args.rate / 1e6:>11.2f} ({cap:.0%})",
                 flush=True,
