@@ -14,6 +14,7 @@ from gridserve.handlers.files import DEFAULT_LINGER_BYTES, DEFAULT_LINGER_SECOND
 from gridserve.handlers.ops import HealthHandler, MetricsHandler, ReadyHandler
 from gridserve.handlers.stream import DEFAULT_SEND_BUFFER
 from gridserve.handlers.ui import ui_routes
+from gridserve.media.service import MediaService
 from gridserve.metrics import Metrics
 from gridserve.storage.base import Storage
 from gridserve.storage.cache import CachedStorage
@@ -65,6 +66,7 @@ def make_app(
     signing_key: SigningKeys | None = None,
     linger_seconds: float = DEFAULT_LINGER_SECONDS,
     linger_bytes: int = DEFAULT_LINGER_BYTES,
+    media: MediaService | None = None,
     **settings: Any,
 ) -> tornado.web.Application:
     """An application serving ``storage`` under ``prefix``: read, list, upload, delete (see
@@ -84,6 +86,8 @@ def make_app(
     reads the refusal (see :meth:`~gridserve.handlers.FilesHandler.finish`). ``settings`` go to
         ``tornado.web.Application``. The application's ``settings["gridserve_tracker"]`` counts
         requests in flight (for graceful shutdown).
+    ``media`` gathers facts and posters after uploads and rewrites MP4/MOV uploads moov-first
+    when its ``faststart`` is set (the caller closes it).
 
         To add gridserve to an existing app instead, mount
         :class:`~gridserve.handlers.GridFSHandler` (read-only) or
@@ -91,6 +95,8 @@ def make_app(
     """
     prefix = "/" + prefix.strip("/") if prefix.strip("/") else ""
     metrics = metrics or Metrics()
+    if media is not None and media.metrics is None:
+        media.metrics = metrics
     options = {
         "storage": storage,
         "cache_time": cache_time,
@@ -103,6 +109,7 @@ def make_app(
         "signing_key": signing_key,
         "linger_seconds": linger_seconds,
         "linger_bytes": linger_bytes,
+        "media": media,
     }
     routes: list[Any] = []
     if ops_routes:

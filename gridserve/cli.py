@@ -31,6 +31,7 @@ import tornado.netutil
 from gridserve import __version__, cli_fsck, cli_migrate
 from gridserve.acl import ACL, default_acl, sign_path
 from gridserve.app import make_app
+from gridserve.cli_probe import add_probe_parser, cmd_probe, media_service, probe_stored
 from gridserve.config import (
     ALL_SETTINGS,
     SERVE_SETTINGS,
@@ -171,6 +172,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_settings(info, STORAGE_SETTINGS)
 
     _add_settings(cli_fsck.add_parser(commands), STORAGE_SETTINGS)
+    add_probe_parser(commands, lambda p: _add_settings(p, STORAGE_SETTINGS))
 
     sign = commands.add_parser(
         "sign",
@@ -407,6 +409,7 @@ async def _serve_forever(
     storage = open_storage(values, create_default=True)
     if values["chunk_cache"] > 0 and not isinstance(storage, LocalStorage):  # page cache
         storage = CachedStorage(storage, values["chunk_cache"])
+    media = media_service(storage, values)
     app = make_app(
         storage,
         values["prefix"],
@@ -422,6 +425,7 @@ async def _serve_forever(
         combined_access_log=bool(values["access_log"]),
         linger_seconds=values["linger_seconds"],
         linger_bytes=values["linger_bytes"],
+        media=media,
     )
     server = tornado.httpserver.HTTPServer(
         app, idle_connection_timeout=values["idle_timeout"], xheaders=values["xheaders"]
@@ -462,6 +466,8 @@ async def _serve_forever(
     await server.close_all_connections()
     if sweeper is not None:
         sweeper.cancel()
+    if media is not None:
+        await media.close()
     await storage.close()
     tracker.close_abandoned()
     log.info("stopped")
@@ -551,6 +557,7 @@ async def cmd_put(args: argparse.Namespace, storage: Storage) -> int:
                 metadata=metadata,
             )
             progress.close()
+        await probe_stored(storage, info)
         print(json.dumps(describe_file(info)))
     return 0
 
@@ -611,6 +618,7 @@ async def cmd_info(args: argparse.Namespace, storage: Storage) -> int:
     info = await storage.resolve(args.key, args.rev)
     described = describe_file(info)
     described.update(etag=str(info.etag), metadata=dict(info.metadata))
+    described["media"] = await storage.media_of(info)
     print(json.dumps(described, indent=1, default=str))
     return 0
 
@@ -622,6 +630,7 @@ TOOLS: dict[str, Callable[[argparse.Namespace, Storage], Awaitable[int]]] = {
     "rm": cmd_rm,
     "info": cmd_info,
     "fsck": cli_fsck.cmd_fsck,
+    "probe": cmd_probe,
 }
 
 

@@ -225,6 +225,20 @@ SERVE_SETTINGS = (
         "e.g. 256M; 0 = off (default 256M)",
         metavar="SIZE",
     ),
+    Setting(
+        "faststart",
+        False,
+        parse_bool,
+        "rewrite MP4/MOV uploads whose moov comes after mdat so it comes first, before they are "
+        "stored (without it they are only flagged: metadata.media.faststart false)",
+    ),
+    Setting(
+        "media_facts",
+        True,
+        parse_bool,
+        "probe uploads with ffprobe (duration, codecs, size) and make posters, in the "
+        "background (default on; off without ffprobe)",
+    ),
     Setting("send_timeout", 60, _positive, "drop a client that takes no data for this long (s)"),
     Setting("idle_timeout", 60, _positive, "close keep-alive connections idle this long (s)"),
     Setting(

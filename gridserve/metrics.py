@@ -13,7 +13,8 @@ its client counts what was read for it, including what the kernel had queued and
 delivered, which ``scripts/bench --waste`` sets against what clients consumed). Behind a
 chunk cache (:meth:`Metrics.watch_cache`) it counts what the cache read from the storage it
 wraps, and the cache adds ``gridserve_cache_hits_total``, ``gridserve_cache_misses_total``,
-``gridserve_cache_evictions_total`` (blocks) and ``gridserve_cache_bytes``.
+``gridserve_cache_evictions_total`` (blocks) and ``gridserve_cache_bytes``;
+``gridserve_probe_failures_total`` (media files ffprobe or the poster maker failed on).
 Handlers find the application's :class:`Metrics` in ``settings["gridserve_metrics"]``; an
 application without it records nothing.
 
@@ -118,6 +119,9 @@ class Metrics:
             registry=r,
         )
         self.upload_bytes = Counter("gridserve_upload_bytes", "Upload bytes received", registry=r)
+        self.probe_failures = Counter(
+            "gridserve_probe_failures", "Media probes or posters that failed", registry=r
+        )
         self.storage_seconds = Histogram(
             "gridserve_storage_seconds",
             "Storage operation latency",

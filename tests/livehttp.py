@@ -88,10 +88,13 @@ class LiveServer:
         self._loop = asyncio.get_running_loop()
         self._stop = asyncio.Event()
         self.storage = self.make_storage()
+        options = dict(self.app_options)
+        if callable(options.get("media")):  # media=lambda storage: MediaService(storage, ...)
+            options["media"] = self.media = options["media"](self.storage)
         if self.application is not None:
             app = self.application(self.storage)
         else:
-            app = make_app(self.storage, **self.app_options)
+            app = make_app(self.storage, **options)
         self.app = app
         sockets = tornado.netutil.bind_sockets(0, "127.0.0.1")
         server = tornado.httpserver.HTTPServer(app, **self.server_options)
@@ -107,6 +110,8 @@ class LiveServer:
         if proxy is not None:
             proxy.close()
         await server.close_all_connections()
+        if options.get("media") is not None:
+            await options["media"].close()
         await self.storage.close()
 
     async def _proxy_connection(

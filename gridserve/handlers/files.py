@@ -28,7 +28,10 @@ cannot tell what exists. A rejected or interrupted upload leaves nothing behind.
 Options, beyond :class:`GridFSHandler`'s: ``acl`` (see :mod:`gridserve.acl`; default
 :class:`~gridserve.acl.AllowReads`, which refuses all writes), ``upload_policy``, ``prefix``
 (the URL prefix, for ``Location`` and ``url``), ``signing_key`` (sign listed ``url``\ s for
-an hour, never longer than the signed request that lists them; of several keys, the first).
+an hour, never longer than the signed request that lists them; of several keys, the first),
+``media`` (a :class:`~gridserve.media.service.MediaService`: facts and posters after each upload,
+``--faststart``; ``GET {prefix}/<key>?poster=small|large`` serves a poster, see
+:mod:`gridserve.handlers.media`).
 """
 
 from __future__ import annotations
@@ -54,7 +57,9 @@ from gridserve.acl import (
     signed_expiry,
     upload_size_limit,
 )
+from gridserve.handlers.media import add_media_facts, send_poster
 from gridserve.handlers.stream import DEFAULT_SEND_BUFFER, DEFAULT_SEND_TIMEOUT, GridFSHandler
+from gridserve.media.service import MediaService
 from gridserve.mediatypes import choose_content_type
 from gridserve.multipart import MultipartError, MultipartReader
 from gridserve.storage.base import (
@@ -101,6 +106,7 @@ def describe_file(info: FileInfo, url_prefix: str = "/fs") -> dict[str, Any]:
         "sha256": info.metadata.get("sha256"),
         "uploadDate": info.upload_date.isoformat(),
         "url": f"{url_prefix.rstrip('/')}/{quote(str(info.id), safe='/')}",
+        "media": info.metadata.get("media"),
     }
 
 
@@ -168,6 +174,7 @@ class FilesHandler(GridFSHandler):
         send_buffer: int | None = DEFAULT_SEND_BUFFER,
         linger_seconds: float = DEFAULT_LINGER_SECONDS,
         linger_bytes: int = DEFAULT_LINGER_BYTES,
+        media: MediaService | None = None,
     ) -> None:
         super().initialize(
             storage,
@@ -180,6 +187,7 @@ class FilesHandler(GridFSHandler):
         self.upload_policy = upload_policy or UploadPolicy()
         self.url_prefix = prefix.rstrip("/")
         self.signing_key = signing_key
+        self.media = media
         self._channel: BodyChannel | None = None
         self._upload: asyncio.Future[Any] | None = None
         self._multipart: MultipartReader | None = None
@@ -245,6 +253,9 @@ class FilesHandler(GridFSHandler):
         if path == "" or path.endswith("/"):
             await self._list(path)
             return
+        if self.get_query_argument("poster", None) is not None:
+            await send_poster(self, self.storage, self.file_info, include_body)
+            return
         await super().get(path, include_body)
 
     async def _list(self, path: str) -> None:
@@ -258,10 +269,9 @@ class FilesHandler(GridFSHandler):
             raise tornado.web.HTTPError(400, reason=f"limit must be 1 to {MAX_LIST_LIMIT}")
         try:
             async with self._listing_slots():
-                files = [
-                    self.describe(info)
-                    async for info in self.storage.list(prefix, limit + 1, after=after)
-                ]
+                infos = [info async for info in self.storage.list(prefix, limit + 1, after=after)]
+                files = [self.describe(info) for info in infos]
+                await add_media_facts(self.storage, infos, files)
         except StorageUnavailable as exc:
             raise self.storage_http_error(exc) from None
         more = len(files) > limit
@@ -570,9 +580,13 @@ class FilesHandler(GridFSHandler):
             content_type = decide_content_type(declared, sniff(bytes(head)), name)
             self.upload_policy.check_type(name, content_type)
             name = await self._free_name(name)
-            return await self.storage.save(
-                name, _prepend(bytes(head), body), content_type=content_type
-            )
+            stream = _prepend(bytes(head), body)
+            if self.media is not None:  # --faststart: stored moov-first
+                stream = self.media.faststart_body(bytes(head), body)
+            info = await self.storage.save(name, stream, content_type=content_type)
+            if self.media is not None:
+                self.media.submit(info)  # facts and posters, off the request path
+            return info
         finally:
             if self._channel is not None:
                 self._channel.close()

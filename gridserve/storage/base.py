@@ -56,6 +56,21 @@ Optional, for a chunk cache in front (:mod:`gridserve.storage.cache`):
 ``cache_block_size(info) -> int``
     The unit the backend fetches and a cache keys on: a range read ``read(info, k * size,
     (k + 1) * size)`` is one stored piece (a GridFS chunk). Default ``info.chunk_size``.
+
+Derived data (media facts, posters), with defaults that store nothing; ``delete`` removes a
+file's derived files too:
+
+``update_metadata(info, patch) -> None``
+    Merges ``patch`` into the file's metadata without touching its bytes, its id or its
+    validators (GridFS: the files document; local: the sidecar; S3: a derived record, since
+    rewriting an object changes its Last-Modified). :meth:`Storage.media_of` reads back
+    ``metadata["media"]``.
+``put_derived(info, name, data, content_type)`` / ``get_derived(info, name) -> Derived | None``
+    A small derived file (a poster) kept in a namespace of the backend that no upload can
+    write and no listing shows. It belongs to the content it was made from: ``get_derived``
+    answers None once the file's ETag changed (a new revision under the same name).
+``delete_derived(info) -> None``, ``derived_names(info) -> list[str]``
+    Forget / enumerate a file's derived files (``migrate`` copies them by name).
 """
 
 from __future__ import annotations
@@ -136,6 +151,14 @@ class FileInfo:
     @cached_property
     def last_modified(self) -> datetime:
         return http_seconds(self.upload_date)
+
+
+@dataclass(frozen=True)
+class Derived:
+    """A derived file: its bytes and content type."""
+
+    data: bytes
+    content_type: str
 
 
 class UploadDigests:
@@ -281,6 +304,31 @@ class Storage(abc.ABC):
     def cache_block_size(self, info: FileInfo) -> int:
         """The aligned unit a chunk cache reads ``info`` in (see the module docstring)."""
         return info.chunk_size
+
+    # -- derived data: defaults for a storage that keeps none ---------------------------------
+
+    async def update_metadata(self, info: FileInfo, patch: Mapping[str, Any]) -> None:
+        """Merges ``patch`` into the stored metadata of ``info`` (see the module docstring)."""
+        raise NotImplementedError(f"{type(self).__name__} cannot update metadata")
+
+    async def media_of(self, info: FileInfo) -> Mapping[str, Any] | None:
+        """The media facts stored for ``info`` (``metadata["media"]``), or None."""
+        media = info.metadata.get("media")
+        return media if isinstance(media, Mapping) else None
+
+    async def put_derived(
+        self, info: FileInfo, name: str, data: bytes, content_type: str
+    ) -> None:  # pragma: no cover - backends override
+        raise NotImplementedError(f"{type(self).__name__} keeps no derived files")
+
+    async def get_derived(self, info: FileInfo, name: str) -> Derived | None:
+        return None
+
+    async def delete_derived(self, info: FileInfo) -> None:
+        return None
+
+    async def derived_names(self, info: FileInfo) -> builtins.list[str]:
+        return []
 
     @property
     def description(self) -> str:

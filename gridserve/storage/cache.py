@@ -49,7 +49,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from gridserve.cachepolicy import S3FIFO
-from gridserve.storage.base import CorruptFile, FileInfo, Storage, StorageUnavailable
+from gridserve.storage.base import CorruptFile, Derived, FileInfo, Storage, StorageUnavailable
 
 DEFAULT_CAPACITY = 256 * 1024 * 1024
 DEFAULT_FETCH_WINDOW = 4 * 1024 * 1024
@@ -149,6 +149,26 @@ class CachedStorage(Storage):
             await self.inner.delete(info)
         finally:
             self.evict(info)
+
+    # -- derived data (media facts, posters): the wrapped storage's --------------------------
+
+    async def update_metadata(self, info: FileInfo, patch: Mapping[str, Any]) -> None:
+        await self.inner.update_metadata(info, patch)
+
+    async def media_of(self, info: FileInfo) -> Mapping[str, Any] | None:
+        return await self.inner.media_of(info)
+
+    async def put_derived(self, info: FileInfo, name: str, data: bytes, content_type: str) -> None:
+        await self.inner.put_derived(info, name, data, content_type)
+
+    async def get_derived(self, info: FileInfo, name: str) -> Derived | None:
+        return await self.inner.get_derived(info, name)
+
+    async def delete_derived(self, info: FileInfo) -> None:
+        await self.inner.delete_derived(info)
+
+    async def derived_names(self, info: FileInfo) -> builtins.list[str]:
+        return await self.inner.derived_names(info)
 
     async def close(self) -> None:
         for task in list(self._tasks):

@@ -31,6 +31,7 @@ from pymongo.errors import DuplicateKeyError, PyMongoError
 
 from gridserve.storage.base import (
     CorruptFile,
+    Derived,
     FileExists,
     FileInfo,
     FileNotFound,
@@ -158,6 +159,9 @@ class GridFSStorage(Storage):
         self.bucket = bucket
         self.files = database[f"{bucket}.files"]
         self.chunks = database[f"{bucket}.chunks"]
+        # Posters and other derived files: a collection of its own, never listed, never written
+        # by an upload ({_id: "<file id>/<name>", files_id, name, source (ETag), data, type}).
+        self.derived = database[f"{bucket}.derived"]
         self.read_ahead = read_ahead
         self.chunk_size = chunk_size
         self._owns_client = owns_client
@@ -490,6 +494,58 @@ class GridFSStorage(Storage):
             raise StorageUnavailable(str(exc)) from exc
         if result.deleted_count == 0:
             raise FileNotFound(str(info.id))
+        await self.delete_derived(info)
+
+    # -- derived data --------------------------------------------------------------------
+
+    async def update_metadata(self, info: FileInfo, patch: Mapping[str, Any]) -> None:
+        fields = {f"metadata.{key}": value for key, value in patch.items()}
+        try:
+            result = await self.files.update_one({"_id": info.id}, {"$set": fields})
+        except PyMongoError as exc:
+            raise StorageUnavailable(str(exc)) from exc
+        self.file_cache.forget(info.id)
+        if result.matched_count == 0:
+            raise FileNotFound(str(info.id))
+
+    async def put_derived(self, info: FileInfo, name: str, data: bytes, content_type: str) -> None:
+        doc = {
+            "files_id": info.id,
+            "name": name,
+            "source": str(info.etag),
+            "contentType": content_type,
+            "data": data,
+        }
+        try:
+            await self.derived.replace_one({"_id": f"{info.id}/{name}"}, doc, upsert=True)
+        except PyMongoError as exc:
+            raise StorageUnavailable(str(exc)) from exc
+
+    async def get_derived(self, info: FileInfo, name: str) -> Derived | None:
+        try:
+            doc = await self.derived.find_one({"_id": f"{info.id}/{name}"})
+        except PyMongoError as exc:
+            raise StorageUnavailable(str(exc)) from exc
+        if doc is None or doc.get("source") != str(info.etag):
+            return None
+        return Derived(
+            bytes(doc["data"]), str(doc.get("contentType") or "application/octet-stream")
+        )
+
+    async def delete_derived(self, info: FileInfo) -> None:
+        try:
+            await self.derived.delete_many({"files_id": info.id})
+        except PyMongoError as exc:
+            raise StorageUnavailable(str(exc)) from exc
+
+    async def derived_names(self, info: FileInfo) -> builtins.list[str]:
+        try:
+            return [
+                str(doc["name"])
+                async for doc in self.derived.find({"files_id": info.id}, {"name": 1})
+            ]
+        except PyMongoError as exc:
+            raise StorageUnavailable(str(exc)) from exc
 
     async def close(self) -> None:
         """Lets the uploads in flight end and their cleanups finish (at most

@@ -44,6 +44,7 @@ import hashlib
 import json
 import logging
 import os
+import shutil
 import stat
 import tempfile
 from collections.abc import AsyncGenerator, AsyncIterable, AsyncIterator, Callable, Mapping
@@ -55,6 +56,7 @@ from typing import Any, TypeVar
 
 from gridserve.storage.base import (
     CorruptFile,
+    Derived,
     FileInfo,
     FileNotFound,
     InsufficientStorage,
@@ -399,6 +401,75 @@ class LocalStorage(Storage):
             raise _request_error(relative, str(path), exc, writing=True) from None
         await self._io(self._meta_path(relative).unlink, missing_ok=True)
         await self._io(self._remove_old_sidecar, relative)
+        await self.delete_derived(info)
+
+    # -- derived data: metadata patches in the sidecar, files under .gridserve/derived -----
+
+    async def update_metadata(self, info: FileInfo, patch: Mapping[str, Any]) -> None:
+        relative = self._relative(info.filename)
+        await asyncio.to_thread(self._update_metadata_sync, relative, info, patch)
+
+    def _update_metadata_sync(
+        self, relative: str, info: FileInfo, patch: Mapping[str, Any]
+    ) -> None:
+        fd, st = self._open_inside(relative)
+        os.close(fd)
+        if self._info(relative, st).etag != info.etag:
+            raise FileNotFound(f"{relative}: replaced since it was looked up")
+        sidecar = self._read_sidecar(relative, st) or {
+            "size": st.st_size,
+            "mtime_ns": st.st_mtime_ns,
+        }
+        sidecar["key"] = relative
+        metadata = sidecar.get("metadata") if isinstance(sidecar.get("metadata"), dict) else {}
+        sidecar["metadata"] = {**(metadata or {}), **patch}
+        meta_path = self._meta_path(relative)
+        meta_path.parent.mkdir(parents=True, exist_ok=True)
+        meta_tmp = meta_path.with_name(meta_path.name + ".tmp")
+        meta_tmp.write_text(json.dumps(sidecar), "utf-8")
+        os.replace(meta_tmp, meta_path)
+
+    def _derived_dir(self, info: FileInfo) -> Path:
+        digest = hashlib.sha256(str(info.id).encode("utf-8", "surrogatepass")).hexdigest()[:40]
+        return self.state / "derived" / digest
+
+    def _derived_path(self, info: FileInfo, name: str) -> Path:
+        if "/" in name or name.startswith("."):
+            raise InvalidKey(f"bad derived name {name!r}")
+        source = hashlib.sha256(str(info.etag).encode()).hexdigest()[:16]
+        return self._derived_dir(info) / f"{source}.{name}"
+
+    async def put_derived(self, info: FileInfo, name: str, data: bytes, content_type: str) -> None:
+        path = self._derived_path(info, name)
+        await asyncio.to_thread(self._put_derived_sync, path, name, data, content_type)
+
+    @staticmethod
+    def _put_derived_sync(path: Path, name: str, data: bytes, content_type: str) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        for stale in path.parent.glob(f"*.{name}"):  # made from content since replaced
+            stale.unlink(missing_ok=True)
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_bytes(content_type.encode() + b"\n" + data)
+        os.replace(tmp, path)
+
+    async def get_derived(self, info: FileInfo, name: str) -> Derived | None:
+        try:
+            raw = await self._io(self._derived_path(info, name).read_bytes)
+        except FileNotFoundError:
+            return None
+        content_type, _, data = raw.partition(b"\n")
+        return Derived(data, content_type.decode())
+
+    async def delete_derived(self, info: FileInfo) -> None:
+        await asyncio.to_thread(shutil.rmtree, self._derived_dir(info), ignore_errors=True)
+
+    async def derived_names(self, info: FileInfo) -> builtins.list[str]:
+        directory = self._derived_dir(info)
+        if not directory.is_dir():
+            return []
+        return sorted(
+            p.name.split(".", 1)[1] for p in directory.iterdir() if not p.name.endswith(".tmp")
+        )
 
 
 def _request_error(

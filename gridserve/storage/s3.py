@@ -28,8 +28,10 @@ from typing import Any
 from gridserve.mediatypes import is_valid_media_type
 from gridserve.storage.base import (
     CorruptFile,
+    Derived,
     FileInfo,
     FileNotFound,
+    InvalidKey,
     Storage,
     StorageUnavailable,
     UploadDigests,
@@ -51,6 +53,10 @@ _META_KEY = "gridserve"  # x-amz-meta-gridserve: the user metadata, as JSON
 # (S3's LastModified is the copy's) and, when no digest carries it, its ETag.
 _UPLOAD_DATE = "upload-date"
 _KEPT_ETAG = "kept-etag"
+# Derived records and posters live under PREFIX/.gridserve/derived/<key>/<name>: a dot segment no
+# upload can name, hidden from listings and refused as a key.
+_RESERVED = ".gridserve/"
+_METADATA_RECORD = "metadata.json"
 
 
 class S3Storage(Storage):
@@ -108,7 +114,7 @@ class S3Storage(Storage):
 
     def _object_key(self, key: str) -> str:
         check_key(key)
-        if key.endswith("/"):
+        if key.endswith("/") or key.startswith(_RESERVED):
             raise FileNotFound(key)
         return self.prefix + key
 
@@ -268,7 +274,7 @@ class S3Storage(Storage):
             async for page in paginator.paginate(**request):
                 for entry in page.get("Contents", []):
                     key = entry["Key"][len(self.prefix) :]
-                    if not key or key.endswith("/"):
+                    if not key or key.endswith("/") or key.startswith(_RESERVED):
                         continue
                     yield self._info(
                         key, int(entry["Size"]), entry["LastModified"], entry.get("ETag"), None, {}
@@ -392,6 +398,85 @@ class S3Storage(Storage):
             )
         except Exception as exc:
             raise self._translate(exc, info.filename) from exc
+        await self.delete_derived(info)
+
+    # -- derived data: records under PREFIX/.gridserve/derived/ ----------------------------
+
+    def _derived_key(self, info: FileInfo, name: str = "") -> str:
+        check_key(info.filename)
+        if "/" in name or name.startswith("."):
+            raise InvalidKey(f"bad derived name {name!r}")
+        return f"{self.prefix}{_RESERVED}derived/{info.filename}/{name}"
+
+    async def update_metadata(self, info: FileInfo, patch: Mapping[str, Any]) -> None:
+        """A derived JSON record, not a copy of the object: a copy would change its
+        Last-Modified and break If-Range for the players reading it."""
+        current = await self.get_derived(info, _METADATA_RECORD)
+        merged: dict[str, Any] = {}
+        if current is not None:
+            with contextlib.suppress(ValueError):
+                loaded = json.loads(current.data)
+                merged = loaded if isinstance(loaded, dict) else {}
+        merged.update(patch)
+        data = json.dumps(merged, separators=(",", ":")).encode()
+        await self.put_derived(info, _METADATA_RECORD, data, "application/json")
+
+    async def media_of(self, info: FileInfo) -> Mapping[str, Any] | None:
+        record = await self.get_derived(info, _METADATA_RECORD)
+        if record is None:
+            return None
+        with contextlib.suppress(ValueError):
+            media = json.loads(record.data).get("media")
+            return media if isinstance(media, dict) else None
+        return None
+
+    async def put_derived(self, info: FileInfo, name: str, data: bytes, content_type: str) -> None:
+        try:
+            await (await self._s3()).put_object(
+                Bucket=self.bucket,
+                Key=self._derived_key(info, name),
+                Body=data,
+                ContentType=content_type,
+                Metadata={"source": str(info.etag).strip('"')},
+            )
+        except Exception as exc:
+            raise self._translate(exc, info.filename) from exc
+
+    async def get_derived(self, info: FileInfo, name: str) -> Derived | None:
+        try:
+            response = await (await self._s3()).get_object(
+                Bucket=self.bucket, Key=self._derived_key(info, name)
+            )
+            async with response["Body"] as body:
+                data = await body.read()
+        except Exception as exc:
+            translated = self._translate(exc, info.filename)
+            if isinstance(translated, FileNotFound):
+                return None
+            raise translated from exc
+        if (response.get("Metadata") or {}).get("source") != str(info.etag).strip('"'):
+            return None
+        return Derived(data, response.get("ContentType") or "application/octet-stream")
+
+    async def derived_names(self, info: FileInfo) -> builtins.list[str]:
+        base = self._derived_key(info)
+        names: builtins.list[str] = []
+        try:
+            paginator = (await self._s3()).get_paginator("list_objects_v2")
+            async for page in paginator.paginate(Bucket=self.bucket, Prefix=base):
+                names += [entry["Key"][len(base) :] for entry in page.get("Contents", [])]
+        except Exception as exc:
+            raise self._translate(exc, info.filename) from exc
+        return [name for name in names if name and "/" not in name]
+
+    async def delete_derived(self, info: FileInfo) -> None:
+        base = self._derived_key(info)
+        s3 = await self._s3()
+        for name in await self.derived_names(info):
+            try:
+                await s3.delete_object(Bucket=self.bucket, Key=base + name)
+            except Exception as exc:
+                raise self._translate(exc, info.filename) from exc
 
     async def close(self) -> None:
         await self.cleanups.drain(CLOSE_DRAIN_SECONDS)  # uploads in flight abort their parts

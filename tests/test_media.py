@@ -1,0 +1,342 @@
+"""Media facts, posters and faststart through a live server on each backend, with media made by
+ffmpeg (tests/mediafiles.py): facts match ffprobe run directly on the source file, posters
+decode at their size, derived files go with the original and never show in listings."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import logging
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+
+from gridserve.acl import default_acl
+from gridserve.media import faststart
+from gridserve.media.probe import facts
+from gridserve.media.service import MediaService
+from gridserve.storage.base import Storage
+from gridserve.storage.local import LocalStorage
+from tests.conftest import BACKENDS
+from tests.livehttp import LiveServer
+from tests.mediafiles import ffprobe, framemd5, media_dir
+
+__all__ = ["media_dir"]
+pytestmark = pytest.mark.media
+
+TOKEN = "media-token"
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+TYPES = {
+    "clip.webm": "video/webm",
+    "clip-end.mp4": "video/mp4",
+    "clip-fast.mp4": "video/mp4",
+    "clip-end.mov": "video/quicktime",
+    "tone.opus": "audio/ogg",
+    "tone.mp3": "audio/mpeg",
+    "still.png": "image/png",
+    "still.jpg": "image/jpeg",
+}
+VOLATILE = ("posters", "probedAt", "faststart")
+
+
+def start(serve: Callable[..., LiveServer], **options: Any) -> LiveServer:
+    fast = options.pop("faststart", False)
+    return serve(
+        acl=default_acl(upload_token=TOKEN),
+        media=lambda storage: MediaService(storage, faststart=fast),
+        **options,
+    )
+
+
+def upload(server: LiveServer, name: str, data: bytes) -> dict[str, Any]:
+    response = requests.put(
+        server.url(f"/fs/{name}"),
+        data=data,
+        headers={**AUTH, "Content-Type": TYPES.get(name.rsplit("/", 1)[-1], "video/mp4")},
+        timeout=60,
+    )
+    assert response.status_code == 201, response.text
+    described: dict[str, Any] = response.json()
+    return described
+
+
+def settle(server: LiveServer) -> None:
+    """Waits for the background queue to drain (a deadline only to detect a hang)."""
+    server.run_coroutine(server.media.idle(), timeout=300)
+
+
+def listing(server: LiveServer, prefix: str = "") -> list[dict[str, Any]]:
+    response = requests.get(server.url("/fs/"), params={"prefix": prefix}, timeout=30)
+    assert response.status_code == 200
+    files: list[dict[str, Any]] = response.json()["files"]
+    return files
+
+
+def jpeg_size(data: bytes, tmp_path: Path) -> tuple[int, int]:
+    path = tmp_path / f"p{hashlib.md5(data).hexdigest()}.jpg"
+    path.write_bytes(data)
+    stream = ffprobe(path)["streams"][0]
+    assert stream["codec_name"] == "mjpeg"
+    return int(stream["width"]), int(stream["height"])
+
+
+@pytest.mark.parametrize("backend", BACKENDS, indirect=True)
+def test_facts_match_ffprobe_on_the_source_and_posters_decode(
+    serve: Callable[..., LiveServer], media_dir: Path, tmp_path: Path, backend: str
+) -> None:
+    server = start(serve)
+    for name in TYPES:
+        upload(server, f"m/{name}", (media_dir / name).read_bytes())
+    settle(server)
+    listed = {entry["filename"]: entry for entry in listing(server, "m/")}
+    assert sorted(listed) == sorted(f"m/{name}" for name in TYPES)  # no derived file listed
+    for name in TYPES:
+        direct = ffprobe(media_dir / name)
+        media = listed[f"m/{name}"]["media"]
+        assert media is not None, name
+        expected = facts(direct)
+        assert {k: v for k, v in media.items() if k not in VOLATILE} == expected, name
+        # ... and the facts are ffprobe's own numbers, not a reinterpretation of them.
+        video = next((s for s in direct["streams"] if s["codec_type"] == "video"), None)
+        audio = next((s for s in direct["streams"] if s["codec_type"] == "audio"), None)
+        if video is not None:
+            assert media["video"]["codec"] == video["codec_name"]
+            assert (media["video"]["width"], media["video"]["height"]) == (
+                video["width"],
+                video["height"],
+            )
+        if audio is not None:
+            assert media["audio"]["channels"] == audio["channels"]
+            assert media["audio"]["sampleRate"] == int(audio["sample_rate"])
+        if not media["image"]:
+            assert media["duration"] == pytest.approx(float(direct["format"]["duration"]), abs=1e-3)
+        if name.endswith((".mp4", ".mov")):
+            assert media["faststart"] is (name == "clip-fast.mp4"), name
+        else:
+            assert "faststart" not in media
+
+        url = server.url(f"/fs/m/{name}")
+        if video is None:
+            assert media["posters"] == []
+            assert requests.get(url, params={"poster": "small"}, timeout=30).status_code == 404
+            continue
+        assert media["posters"] == ["small", "large"], name
+        for size, width in (("small", 320), ("large", 1280)):
+            response = requests.get(url, params={"poster": size}, timeout=30)
+            assert response.status_code == 200, (name, size)
+            assert response.headers["Content-Type"] == "image/jpeg"
+            assert "max-age=604800" in response.headers["Cache-Control"]
+            got = jpeg_size(response.content, tmp_path)
+            want_width = min(width, video["width"])
+            assert got[0] == want_width, (name, size, got)
+            ratio = video["height"] / video["width"]
+            assert abs(got[1] - want_width * ratio) <= 2, (name, size, got)
+            tag = response.headers["ETag"]
+            assert tag.startswith('"p') and tag != listed[f"m/{name}"].get("md5")
+            again = requests.get(
+                url, params={"poster": size}, headers={"If-None-Match": tag}, timeout=30
+            )
+            assert again.status_code == 304
+
+
+@pytest.mark.parametrize("backend", BACKENDS, indirect=True)
+def test_deleting_the_original_leaves_no_derived_file(
+    serve: Callable[..., LiveServer], media_dir: Path, backend: str, request: pytest.FixtureRequest
+) -> None:
+    server = start(serve)
+    described = upload(server, "d/clip.webm", (media_dir / "clip.webm").read_bytes())
+    settle(server)
+    storage: Storage = server.storage
+    info = server.run_coroutine(storage.resolve(described["id"]))
+    names = server.run_coroutine(storage.derived_names(info))
+    assert sorted(names) == (["metadata.json"] if backend == "s3" else []) + [
+        "poster-large.jpg",
+        "poster-small.jpg",
+    ]
+    url = server.url(f"/fs/{described['id']}")
+    assert requests.delete(url, headers=AUTH, timeout=30).status_code == 204
+    assert server.run_coroutine(storage.derived_names(info)) == []
+    assert requests.get(url, params={"poster": "small"}, timeout=30).status_code == 404
+    # Nothing in the backend's derived namespace at all.
+    if backend == "gridfs":
+        sync_db = request.getfixturevalue("sync_db")
+        assert sync_db["fs.derived"].count_documents({}) == 0
+    elif backend == "local":
+        root: Path = request.getfixturevalue("local_root")
+        assert [p for p in (root / ".gridserve" / "derived").rglob("*") if p.is_file()] == []
+    else:
+        keys = server.run_coroutine(_all_s3_keys(storage))
+        assert keys == []
+
+
+async def _all_s3_keys(storage: Any) -> list[str]:
+    s3 = await storage._s3()
+    listed = await s3.list_objects_v2(Bucket=storage.bucket)
+    return [entry["Key"] for entry in listed.get("Contents", [])]
+
+
+def test_bad_poster_sizes_are_400_and_no_poster_is_404(
+    serve: Callable[..., LiveServer], media_dir: Path
+) -> None:
+    server = start(serve)
+    upload(server, "p/still.png", (media_dir / "still.png").read_bytes())
+    url = server.url("/fs/p/still.png")
+    for size in ("huge", "999", ""):
+        response = requests.get(url, params={"poster": size}, timeout=30)
+        assert response.status_code == 400, size
+    settle(server)
+    assert requests.get(url, params={"poster": "small"}, timeout=30).status_code == 200
+    assert (
+        requests.get(
+            server.url("/fs/p/none.png"), params={"poster": "small"}, timeout=30
+        ).status_code
+        == 404
+    )
+
+
+def test_reserved_names_cannot_be_uploaded(serve: Callable[..., LiveServer]) -> None:
+    server = start(serve)
+    for name in (".posters/x/small.jpg", "a/.gridserve/derived/x"):
+        response = requests.put(server.url(f"/fs/{name}"), data=b"x", headers=AUTH, timeout=30)
+        assert response.status_code == 400, name
+
+
+@pytest.mark.parametrize("backend", BACKENDS, indirect=True)
+def test_faststart_upload_stores_moov_first_with_the_same_frames(
+    serve: Callable[..., LiveServer], media_dir: Path, tmp_path: Path, backend: str
+) -> None:
+    server = start(serve, faststart=True)
+    source = media_dir / "clip-end.mp4"
+    described = upload(server, "f/clip.mp4", source.read_bytes())
+    stored = requests.get(server.url(f"/fs/{described['id']}"), timeout=60).content
+    # The 201 describes the stored (rewritten) bytes.
+    assert described["md5"] == hashlib.md5(stored).hexdigest()
+    assert described["sha256"] == hashlib.sha256(stored).hexdigest()
+    assert described["length"] == len(stored) == source.stat().st_size
+    assert stored != source.read_bytes()
+    boxes = faststart.top_level_boxes(lambda o, n: stored[o : o + n], len(stored))
+    assert faststart.moov_first(boxes) is True
+    (tmp_path / "stored.mp4").write_bytes(stored)
+    assert framemd5(tmp_path / "stored.mp4") == framemd5(source)
+    settle(server)
+    assert listing(server, "f/")[0]["media"]["faststart"] is True
+
+
+def test_without_faststart_the_upload_is_kept_and_flagged(
+    serve: Callable[..., LiveServer], media_dir: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    server = start(serve)
+    source = (media_dir / "clip-end.mp4").read_bytes()
+    with caplog.at_level(logging.INFO, logger="gridserve.media"):
+        described = upload(server, "f/clip.mp4", source)
+        settle(server)
+    assert requests.get(server.url(f"/fs/{described['id']}"), timeout=60).content == source
+    assert listing(server, "f/")[0]["media"]["faststart"] is False
+    assert any("not faststart" in r.getMessage() for r in caplog.records)
+
+
+def test_broken_media_counts_a_probe_failure_and_the_upload_stands(
+    serve: Callable[..., LiveServer],
+) -> None:
+    server = start(serve)
+    upload(server, "b/broken.mp4", b"\0\0\0\x18ftypisom" + bytes(5000))
+    settle(server)
+    assert listing(server, "b/")[0]["media"] is None
+    metrics = requests.get(server.url("/metrics"), timeout=30).text
+    assert "gridserve_probe_failures_total 1.0" in metrics
+    # Text is never handed to ffprobe, so it fails nothing.
+    requests.put(server.url("/fs/b/notes.txt"), data=b"hello", headers=AUTH, timeout=30)
+    settle(server)
+    assert (
+        "gridserve_probe_failures_total 1.0"
+        in requests.get(server.url("/metrics"), timeout=30).text
+    )
+
+
+def test_without_ffprobe_one_log_line_and_uploads_work(
+    serve: Callable[..., LiveServer],
+    media_dir: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    monkeypatch.setenv("PATH", str(tmp_path))  # no ffprobe, no ffmpeg
+    server = start(serve)
+    with caplog.at_level(logging.WARNING, logger="gridserve.media"):
+        for name in ("clip.webm", "tone.mp3"):
+            upload(server, f"n/{name}", (media_dir / name).read_bytes())
+    assert [r.getMessage() for r in caplog.records if "ffprobe not found" in r.getMessage()] != []
+    assert len([r for r in caplog.records if "ffprobe not found" in r.getMessage()]) == 1
+    assert all(entry["media"] is None for entry in listing(server, "n/"))
+
+
+# -- the CLI ----------------------------------------------------------------------------------
+
+
+def gridserve(*args: str) -> list[str]:
+    return [sys.executable, "-m", "gridserve.cli", *args]
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        gridserve(*args), capture_output=True, text=True, timeout=300, check=False
+    )
+
+
+def test_cli_probe_and_info_on_local_disk(media_dir: Path, tmp_path: Path) -> None:
+    root = tmp_path / "store"
+
+    async def seed() -> None:
+        storage = LocalStorage(root)
+        for name in ("clip.webm", "tone.mp3"):
+
+            async def body(data: bytes = (media_dir / name).read_bytes()) -> Any:
+                yield data
+
+            await storage.save(f"v/{name}", body(), content_type=TYPES[name])
+        await storage.close()
+
+    asyncio.run(seed())  # stored without probing
+    info = run_cli("info", "v/clip.webm", "--storage", str(root))
+    assert info.returncode == 0 and json.loads(info.stdout)["media"] is None
+    probed = run_cli("probe", "v/", "--storage", str(root))
+    assert probed.returncode == 0, probed.stderr
+    lines = [json.loads(line) for line in probed.stdout.splitlines()]
+    assert [line["filename"] for line in lines] == ["v/clip.webm", "v/tone.mp3"]
+    assert lines[0]["media"]["video"]["codec"] == "vp9"
+    assert lines[1]["media"]["audio"]["codec"] == "mp3"
+    shown = json.loads(run_cli("info", "v/clip.webm", "--storage", str(root)).stdout)
+    assert shown["media"]["video"]["width"] == 320
+    assert shown["media"]["posters"] == ["small", "large"]
+
+
+def test_cli_put_probes_and_probe_faststart_writes_a_new_revision(
+    media_dir: Path, mongo_uri: str, db_name: str, sync_db: Any, tmp_path: Path
+) -> None:
+    storage = ["--storage", mongo_uri.rstrip("/") + f"/{db_name}"]
+    source = media_dir / "clip-end.mp4"
+    put = run_cli("put", str(source), "--name", "v/clip.mp4", *storage)
+    assert put.returncode == 0, put.stderr
+    old = sync_db["fs.files"].find_one({"filename": "v/clip.mp4"})
+    assert old["metadata"]["media"]["faststart"] is False  # put probed it
+    probed = run_cli("probe", "v/", "--faststart", *storage)
+    assert probed.returncode == 0, probed.stderr
+    line = json.loads(probed.stdout.splitlines()[0])
+    assert line["rewrittenFrom"] == str(old["_id"]) and line["id"] != str(old["_id"])
+    assert line["media"]["faststart"] is True
+    revisions = list(sync_db["fs.files"].find({"filename": "v/clip.mp4"}).sort("uploadDate", 1))
+    assert len(revisions) == 2
+    assert revisions[0]["md5"] == old["md5"] == hashlib.md5(source.read_bytes()).hexdigest()
+    got = run_cli("get", "v/clip.mp4", "-o", str(tmp_path / "new.mp4"), *storage)
+    assert got.returncode == 0, got.stderr
+    new = (tmp_path / "new.mp4").read_bytes()
+    assert hashlib.md5(new).hexdigest() == revisions[1]["md5"]
+    boxes = faststart.top_level_boxes(lambda o, n: new[o : o + n], len(new))
+    assert faststart.moov_first(boxes) is True
+    assert framemd5(tmp_path / "new.mp4") == framemd5(source)
