@@ -8,6 +8,7 @@ import asyncio
 import hashlib
 import json
 import logging
+import os
 import subprocess
 import sys
 from collections.abc import Callable
@@ -340,3 +341,22 @@ def test_cli_put_probes_and_probe_faststart_writes_a_new_revision(
     boxes = faststart.top_level_boxes(lambda o, n: new[o : o + n], len(new))
     assert faststart.moov_first(boxes) is True
     assert framemd5(tmp_path / "new.mp4") == framemd5(source)
+
+
+def test_faststart_and_media_facts_settings(tmp_path: Path) -> None:
+    shown = run_cli("serve", "--faststart", "--no-media-facts", "--print-config")
+    assert shown.returncode == 0, shown.stderr
+    assert "faststart = true" in shown.stdout and "media_facts = false" in shown.stdout
+    config = tmp_path / "g.toml"
+    config.write_text("[gridserve]\nfaststart = true\n")
+    from_file = run_cli("serve", "--config", str(config), "--print-config")
+    assert "faststart = true" in from_file.stdout and "media_facts = true" in from_file.stdout
+    env = subprocess.run(
+        gridserve("serve", "--print-config"),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        env={**os.environ, "GRIDSERVE_FASTSTART": "1"},
+    )
+    assert "faststart = true" in env.stdout

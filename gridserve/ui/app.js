@@ -5,7 +5,7 @@
   const TOKEN_KEY = "gridserve.token";      // kept for the browser tab's session only
   const LISTING_KEY = "gridserve.listing";  // a signed listing URL the user pasted
   const pageSize = Number(new URLSearchParams(location.search).get("limit")) || 100;
-  const state = { prefix: "", next: null, config: null, loading: false, limit: Math.min(Math.max(pageSize, 1), 1000) };
+  const state = { files: [], prefix: "", next: null, config: null, loading: false, limit: Math.min(Math.max(pageSize, 1), 1000) };
 
   const size = (n) => {
     const units = ["B", "KiB", "MiB", "GiB", "TiB"];
@@ -72,9 +72,8 @@
     const { files, next } = await response.json();
     if (mine !== generation) return;
     state.next = signed ? null : next;  // a signed listing is one page: it cannot be extended
-    const body = $("files").tBodies[0];
-    if (!append) body.replaceChildren();
-    for (const file of files) body.append(row(file));
+    state.files = append ? state.files.concat(files) : files;
+    render();
     $("more").hidden = !state.next;
     if (!append && files.length === 0) emptyState();
   }
@@ -88,6 +87,49 @@
     for (const code of document.querySelectorAll("#empty code.prefix")) code.textContent = state.config.prefix + "/";
     $("empty-curl").textContent =
       `curl -T clip.webm -H "Authorization: Bearer TOKEN" ${location.origin}${state.config.prefix}/`;
+  }
+
+  // Media facts: sorting of the loaded rows (the server lists by name), posters, duration and
+  // resolution.
+  const ORDERS = {
+    "date-desc": (a, b) => b.uploadDate.localeCompare(a.uploadDate),
+    "date-asc": (a, b) => a.uploadDate.localeCompare(b.uploadDate),
+    "size-desc": (a, b) => b.length - a.length,
+    "size-asc": (a, b) => a.length - b.length,
+  };
+
+  function render() {
+    const order = ORDERS[$("sort").value];
+    const files = order ? [...state.files].sort(order) : state.files;
+    $("files").tBodies[0].replaceChildren(...files.map(row));
+  }
+
+  const duration = (media) => {
+    const seconds = media && media.duration;
+    if (typeof seconds !== "number") return "";
+    const s = Math.round(seconds);
+    const parts = [Math.floor(s / 3600), Math.floor(s / 60) % 60, s % 60];
+    const text = parts.map((n) => String(n).padStart(2, "0")).join(":");
+    return parts[0] ? text : text.slice(3);
+  };
+  const resolution = (media) => {
+    const video = media && media.video;
+    return video && video.width && video.height ? `${video.width}×${video.height}` : "";
+  };
+
+  function poster(file) {
+    const td = document.createElement("td");
+    td.className = "poster";
+    const posters = file.posterUrls || {};
+    if (posters.small) {
+      const img = document.createElement("img");
+      img.loading = "lazy";
+      img.alt = "";
+      img.width = 96;
+      img.src = posters.small;
+      td.append(img);
+    }
+    return td;
   }
 
   function row(file) {
@@ -104,6 +146,8 @@
       ["type", file.contentType || ""],
       ["num", size(file.length)],
       ["date", new Date(file.uploadDate).toLocaleString()],
+      ["num duration", duration(file.media)],
+      ["num resolution", resolution(file.media)],
     ].map(([cls, text]) => { const td = document.createElement("td"); td.className = cls; td.textContent = text; return td; });
     const download = document.createElement("td");
     const link = document.createElement("a");
@@ -120,7 +164,7 @@
       remove.addEventListener("click", () => removeFile(file, tr));
       actions.append(remove);
     }
-    tr.append(name, ...cells, download, actions);
+    tr.append(poster(file), name, ...cells, download, actions);
     return tr;
   }
 
@@ -232,6 +276,7 @@
       timer = setTimeout(() => { state.prefix = $("prefix").value; list(false); }, 200);
     });
     $("more").addEventListener("click", () => list(true));
+    $("sort").addEventListener("change", render);
     $("viewer-close").addEventListener("click", () => {
       $("viewer").hidden = true;
       $("viewer-body").replaceChildren();
