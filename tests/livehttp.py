@@ -24,7 +24,8 @@ class LiveServer:
 
     ``make_storage`` runs on the server's loop (async drivers bind to the loop they start on).
     With ``counting_proxy=True`` a byte-counting TCP proxy sits in front of the server:
-    ``proxy_url`` goes through it and ``bytes_to_client`` says how much the server sent.
+    ``proxy_url`` goes through it and ``bytes_to_client`` says how much the server sent;
+    ``proxy_rate`` caps what it passes to the client (bytes/s).
     ``application(storage)``, when given, builds the application instead of ``make_app`` (a
     user's own application mounting gridserve's handlers).
     """
@@ -34,6 +35,7 @@ class LiveServer:
         make_storage: Callable[[], Storage],
         *,
         counting_proxy: bool = False,
+        proxy_rate: float | None = None,
         server_options: dict[str, Any] | None = None,
         application: Callable[[Storage], tornado.web.Application] | None = None,
         **app_options: Any,
@@ -42,6 +44,7 @@ class LiveServer:
         self.application = application
         self.app_options = app_options
         self.counting_proxy = counting_proxy
+        self.proxy_rate = proxy_rate  # bytes/s towards the client, like a real link; None: no cap
         self.server_options = server_options or {}
         self.port = 0
         self.proxy_port = 0
@@ -140,6 +143,8 @@ class LiveServer:
                         self.bytes_to_client += len(data)
                     writer.write(data)
                     await writer.drain()
+                    if count and self.proxy_rate:
+                        await asyncio.sleep(len(data) / self.proxy_rate)
             except (ConnectionError, OSError):
                 pass
             finally:
