@@ -9,6 +9,7 @@ import hashlib
 import json
 import logging
 import os
+import shutil
 import subprocess
 import sys
 from collections.abc import Callable
@@ -360,3 +361,86 @@ def test_faststart_and_media_facts_settings(tmp_path: Path) -> None:
         env={**os.environ, "GRIDSERVE_FASTSTART": "1"},
     )
     assert "faststart = true" in env.stdout
+
+
+def gated_ffprobe(tmp_path: Path) -> tuple[str, Path]:
+    """An ffprobe that waits until the returned gate file exists, then runs the real one."""
+    gate = tmp_path / "gate"
+    script = tmp_path / "ffprobe-gated"
+    real = tool_path("ffprobe")
+    script.write_text(
+        f'#!/bin/sh\nwhile [ ! -e "{gate}" ]; do sleep 0.05; done\nexec "{real}" "$@"\n'
+    )
+    script.chmod(0o755)
+    return str(script), gate
+
+
+def tool_path(name: str) -> str:
+    path = shutil.which(name)
+    assert path is not None
+    return path
+
+
+def test_the_201_never_waits_for_the_probe_and_the_queue_is_bounded(
+    serve: Callable[..., LiveServer],
+    media_dir: Path,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    ffprobe_path, gate = gated_ffprobe(tmp_path)
+    server = serve(
+        acl=default_acl(upload_token=TOKEN),
+        media=lambda storage: MediaService(storage, ffprobe=ffprobe_path, queue_size=1),
+    )
+    data = (media_dir / "tone.mp3").read_bytes()
+    with caplog.at_level(logging.WARNING, logger="gridserve.media"):
+        # The probe of the first file is stuck behind the gate: the answers come anyway.
+        answers = [upload(server, f"q/{n}.mp3", data) for n in range(3)]
+    assert [answer["media"] for answer in answers] == [None, None, None]
+    full = [r for r in caplog.records if "media queue full" in r.getMessage()]
+    assert len(full) >= 1  # one in the worker, one queued, the rest skipped
+    gate.touch()
+    settle(server)
+    media = [entry["media"] for entry in listing(server, "q/")]
+    assert media[0] is not None and media[0]["audio"]["codec"] == "mp3"
+    assert None in media  # skipped, for `gridserve probe` to catch up
+    head = requests.head(server.url("/fs/q/0.mp3"), params={"poster": "small"}, timeout=30)
+    assert head.status_code == 404
+
+
+def test_poster_head_has_no_body(serve: Callable[..., LiveServer], media_dir: Path) -> None:
+    server = start(serve)
+    upload(server, "h/still.png", (media_dir / "still.png").read_bytes())
+    settle(server)
+    url = server.url("/fs/h/still.png")
+    got = requests.get(url, params={"poster": "large"}, timeout=30)
+    head = requests.head(url, params={"poster": "large"}, timeout=30)
+    assert head.status_code == 200 and head.content == b""
+    assert head.headers["Content-Length"] == str(len(got.content))
+    assert head.headers["ETag"] == got.headers["ETag"]
+
+
+@pytest.mark.parametrize("backend", ["local", "gridfs"], indirect=True)
+def test_faststart_upload_cut_short_leaves_nothing(
+    serve: Callable[..., LiveServer], media_dir: Path, backend: str, request: pytest.FixtureRequest
+) -> None:
+    import socket
+
+    server = start(serve, faststart=True)
+    data = (media_dir / "clip-end.mp4").read_bytes()
+    with socket.create_connection(("127.0.0.1", server.port), timeout=30) as client:
+        client.sendall(
+            f"PUT /fs/cut/clip.mp4 HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {TOKEN}\r\n"
+            f"Content-Type: video/mp4\r\nContent-Length: {len(data)}\r\n\r\n".encode()
+            + data[: len(data) // 2]
+        )
+    # A later request on a fresh connection sees no file, and the storage holds no data.
+    assert listing(server, "cut/") == []
+    if backend == "local":
+        root: Path = request.getfixturevalue("local_root")
+        assert list((root / ".gridserve" / "tmp").iterdir()) == []
+        assert not (root / "cut").exists()
+    else:
+        sync_db = request.getfixturevalue("sync_db")
+        assert sync_db["fs.files"].count_documents({}) == 0
+        assert sync_db["fs.chunks"].count_documents({}) == 0
