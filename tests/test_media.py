@@ -444,3 +444,32 @@ def test_faststart_upload_cut_short_leaves_nothing(
         sync_db = request.getfixturevalue("sync_db")
         assert sync_db["fs.files"].count_documents({}) == 0
         assert sync_db["fs.chunks"].count_documents({}) == 0
+
+
+def test_signed_listing_hands_out_signed_poster_urls(
+    serve: Callable[..., LiveServer], media_dir: Path
+) -> None:
+    from gridserve.acl import AnyOf, BearerToken, SignedURLs
+
+    def listing_only(request: Any, action: str, target: Any) -> bool:
+        return action == "list"
+
+    server = serve(
+        acl=AnyOf(listing_only, SignedURLs("k3y"), BearerToken(TOKEN)),
+        signing_key="k3y",
+        media=lambda storage: MediaService(storage),
+    )
+    upload(server, "s/still.jpg", (media_dir / "still.jpg").read_bytes())
+    settle(server)
+    entry = listing(server, "s/")[0]
+    assert sorted(entry["posterUrls"]) == ["large", "small"]
+    plain = server.url(f"/fs/{entry['id']}")
+    assert requests.get(plain, params={"poster": "small"}, timeout=30).status_code == 401
+    # Appending poster= to the signed file URL is refused: the signature covers the query.
+    appended = server.url(entry["url"] + "&poster=small")
+    assert requests.get(appended, timeout=30).status_code in (401, 403)
+    for size in ("small", "large"):
+        response = requests.get(server.url(entry["posterUrls"][size]), timeout=30)
+        assert response.status_code == 200, size
+        assert response.headers["Content-Type"] == "image/jpeg"
+        assert response.content.startswith(b"\xff\xd8")

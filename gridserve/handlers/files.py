@@ -271,7 +271,7 @@ class FilesHandler(GridFSHandler):
             async with self._listing_slots():
                 infos = [info async for info in self.storage.list(prefix, limit + 1, after=after)]
                 files = [self.describe(info) for info in infos]
-                await add_media_facts(self.storage, infos, files)
+                await add_media_facts(self.storage, infos, files, self.url_prefix, self.sign_url)
         except StorageUnavailable as exc:
             raise self.storage_http_error(exc) from None
         more = len(files) > limit
@@ -293,13 +293,18 @@ class FilesHandler(GridFSHandler):
         signed for an hour when the handler has a signing key, and never longer than the signature
         of the request itself (a signed listing hands out nothing that outlives it)."""
         described = describe_file(info, self.url_prefix)
-        if self.signing_key:
-            expires = int(time.time()) + LISTED_URL_TTL
-            signed_until = signed_expiry(self.request)
-            if signed_until is not None:  # never outlive the signature that admitted us
-                expires = min(expires, signed_until)
-            described["url"] = sign_path(self.signing_key, described["url"], expires=expires)
+        described["url"] = self.sign_url(described["url"])
         return described
+
+    def sign_url(self, url: str) -> str:
+        """``url`` signed as :meth:`describe` signs (unchanged without a signing key)."""
+        if not self.signing_key:
+            return url
+        expires = int(time.time()) + LISTED_URL_TTL
+        signed_until = signed_expiry(self.request)
+        if signed_until is not None:  # never outlive the signature that admitted us
+            expires = min(expires, signed_until)
+        return sign_path(self.signing_key, url, expires=expires)
 
     # -- delete --------------------------------------------------------------------------
 

@@ -6,15 +6,19 @@
     ``If-None-Match`` answers 304), ``Cache-Control: public, max-age=604800`` (a week: a poster
     only changes when its file does, and then under a new ETag).
 
-Listings carry each file's facts in ``media`` (:func:`add_media_facts`).
+Listings carry each file's facts in ``media`` and, for a file with posters, their URLs in
+``posterUrls`` (``{"small": URL, "large": URL}``, signed like the file's ``url`` when the
+server signs listed URLs: a signature covers every query parameter, so a page cannot append
+``poster=`` to a signed URL itself) (:func:`add_media_facts`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import hashlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
+from urllib.parse import quote
 
 import tornado.web
 
@@ -51,10 +55,15 @@ async def send_poster(
 
 
 async def add_media_facts(
-    storage: Storage, infos: Sequence[FileInfo], described: Sequence[dict[str, Any]]
+    storage: Storage,
+    infos: Sequence[FileInfo],
+    described: Sequence[dict[str, Any]],
+    url_prefix: str,
+    sign: Callable[[str], str],
 ) -> None:
     """Sets ``media`` of each listed file from ``storage.media_of`` (metadata for GridFS and
-    local disk, a derived record for S3), a bounded number at once."""
+    local disk, a derived record for S3), a bounded number at once, and ``posterUrls`` (each
+    URL passed through ``sign``)."""
     gate = asyncio.Semaphore(LISTING_LOOKUPS)
 
     async def one(info: FileInfo) -> Mapping[str, Any] | None:
@@ -65,5 +74,11 @@ async def add_media_facts(
                 return None
 
     facts = await asyncio.gather(*(one(info) for info in infos))
-    for entry, media in zip(described, facts, strict=True):
+    for info, entry, media in zip(infos, described, facts, strict=True):
         entry["media"] = dict(media) if media is not None else None
+        posters = media.get("posters") if media is not None else None
+        if isinstance(posters, list) and posters:
+            url = f"{url_prefix.rstrip('/')}/{quote(str(info.id), safe='/')}"
+            entry["posterUrls"] = {
+                size: sign(f"{url}?poster={size}") for size in posters if size in SIZES
+            }
