@@ -473,3 +473,25 @@ def test_signed_listing_hands_out_signed_poster_urls(
         assert response.status_code == 200, size
         assert response.headers["Content-Type"] == "image/jpeg"
         assert response.content.startswith(b"\xff\xd8")
+
+
+@pytest.mark.parametrize("backend", ["local", "s3"], indirect=True)
+def test_a_file_replaced_before_its_probe_gets_the_facts_of_its_new_content(
+    serve: Callable[..., LiveServer], media_dir: Path, tmp_path: Path, backend: str
+) -> None:
+    ffprobe_path, gate = gated_ffprobe(tmp_path)
+    server = serve(
+        acl=default_acl(upload_token=TOKEN),
+        media=lambda storage: MediaService(storage, ffprobe=ffprobe_path),
+    )
+    upload(server, "r/clip.mp4", (media_dir / "clip.webm").read_bytes())  # probe held back
+    upload(server, "r/clip.mp4", (media_dir / "clip-fast.mp4").read_bytes())  # same id
+    gate.touch()
+    settle(server)
+    [entry] = listing(server, "r/")
+    assert entry["media"]["container"] == facts(ffprobe(media_dir / "clip-fast.mp4"))["container"]
+    assert entry["media"]["video"]["codec"] == "mpeg4"
+    metrics = requests.get(server.url("/metrics"), timeout=30).text
+    assert "gridserve_probe_failures_total 0.0" in metrics
+    poster = requests.get(server.url("/fs/r/clip.mp4"), params={"poster": "small"}, timeout=30)
+    assert poster.status_code == 200

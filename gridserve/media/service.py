@@ -145,8 +145,8 @@ class MediaService:
                             )
                 made = await self._posters(info, url, media)
         except (ProbeError, StorageError) as exc:
-            if isinstance(exc, FileNotFound):
-                return None  # deleted meanwhile
+            if not await self._unchanged(info):
+                return None  # deleted or replaced meanwhile (a replacement is queued itself)
             self._failed(info, str(exc))
             return None
         media["posters"] = made
@@ -154,7 +154,8 @@ class MediaService:
         try:
             await self.storage.update_metadata(info, {"media": media})
         except FileNotFound:
-            await self.storage.delete_derived(info)  # deleted while we worked: leave nothing
+            if not await self._exists(info):
+                await self.storage.delete_derived(info)  # deleted while we worked
             return None
         except (StorageError, NotImplementedError) as exc:
             self._failed(info, f"storing facts: {exc}")
@@ -176,6 +177,23 @@ class MediaService:
             )
             made.append(size)
         return made
+
+    async def _exists(self, info: FileInfo) -> bool:
+        try:
+            await self.storage.resolve(str(info.id))
+        except FileNotFound:
+            return False
+        return True
+
+    async def _unchanged(self, info: FileInfo) -> bool:
+        """Whether ``info``'s id still names the content ``info`` describes."""
+        try:
+            current = await self.storage.resolve(str(info.id))
+        except FileNotFound:
+            return False
+        except StorageError:
+            return True  # cannot tell: the failure stands
+        return current.etag == info.etag
 
     def _failed(self, info: FileInfo, reason: str) -> None:
         log.warning("media: cannot probe %s: %s", info.filename, reason)

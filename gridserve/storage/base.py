@@ -63,8 +63,9 @@ file's derived files too:
 ``update_metadata(info, patch) -> None``
     Merges ``patch`` into the file's metadata without touching its bytes, its id or its
     validators (GridFS: the files document; local: the sidecar; S3: a derived record, since
-    rewriting an object changes its Last-Modified). :meth:`Storage.media_of` reads back
-    ``metadata["media"]``.
+    rewriting an object changes its Last-Modified). Raises :class:`FileNotFound` when the file
+    is gone or no longer has the content ``info`` describes (a new revision under the same id).
+    :meth:`Storage.media_of` reads back ``metadata["media"]``.
 ``put_derived(info, name, data, content_type)`` / ``get_derived(info, name) -> Derived | None``
     A small derived file (a poster) kept in a namespace of the backend that no upload can
     write and no listing shows. It belongs to the content it was made from: ``get_derived``
