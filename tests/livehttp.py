@@ -25,7 +25,8 @@ class LiveServer:
     ``make_storage`` runs on the server's loop (async drivers bind to the loop they start on).
     With ``counting_proxy=True`` a byte-counting TCP proxy sits in front of the server:
     ``proxy_url`` goes through it and ``bytes_to_client`` says how much the server sent;
-    ``proxy_rate`` caps what it passes to the client (bytes/s).
+    ``proxy_rate`` caps what it passes to the client (bytes/s) and ``proxy_delay`` delays what
+    the client sends, its hang-up included (seconds), like a link with that round trip.
     ``application(storage)``, when given, builds the application instead of ``make_app`` (a
     user's own application mounting gridserve's handlers).
     """
@@ -36,6 +37,7 @@ class LiveServer:
         *,
         counting_proxy: bool = False,
         proxy_rate: float | None = None,
+        proxy_delay: float = 0.0,
         server_options: dict[str, Any] | None = None,
         application: Callable[[Storage], tornado.web.Application] | None = None,
         **app_options: Any,
@@ -45,6 +47,7 @@ class LiveServer:
         self.app_options = app_options
         self.counting_proxy = counting_proxy
         self.proxy_rate = proxy_rate  # bytes/s towards the client, like a real link; None: no cap
+        self.proxy_delay = proxy_delay
         self.server_options = server_options or {}
         self.port = 0
         self.proxy_port = 0
@@ -137,17 +140,26 @@ class LiveServer:
         async def pump(
             reader: asyncio.StreamReader, writer: asyncio.StreamWriter, count: bool
         ) -> None:
+            open_ = True
             try:
                 while data := await reader.read(PROXY_BUFFER):
                     if count:
-                        self.bytes_to_client += len(data)
-                    writer.write(data)
-                    await writer.drain()
+                        self.bytes_to_client += len(data)  # what the server sent on the link
+                    elif self.proxy_delay:
+                        await asyncio.sleep(self.proxy_delay)
+                    if open_:
+                        try:
+                            writer.write(data)
+                            await writer.drain()
+                        except (ConnectionError, OSError):
+                            open_ = False  # the client is gone; its hang-up is on its way
                     if count and self.proxy_rate:
                         await asyncio.sleep(len(data) / self.proxy_rate)
             except (ConnectionError, OSError):
                 pass
             finally:
+                if not count and self.proxy_delay:
+                    await asyncio.sleep(self.proxy_delay)
                 writer.close()
 
         await asyncio.gather(

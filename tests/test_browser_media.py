@@ -47,6 +47,7 @@ def long_mp4(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 LINK_RATE = 1_000_000  # bytes/s between the server and the browser in the faststart test
+LINK_DELAY = 0.1  # seconds each way a request (or a hang-up) takes to reach the server
 
 
 def media_site(
@@ -167,13 +168,19 @@ def test_faststart_upload_plays_with_fewer_requests_and_bytes(
     results = {}
     for fast in (False, True):
         server, recorder = media_site(
-            serve, faststart=fast, facts=False, counting_proxy=True, proxy_rate=LINK_RATE
+            serve,
+            faststart=fast,
+            facts=False,
+            counting_proxy=True,
+            proxy_rate=LINK_RATE,
+            proxy_delay=LINK_DELAY,
         )
         upload(server, "v/camera.mp4", data, "video/mp4")
         results[fast] = first_frame(page, server, recorder, "v/camera.mp4")
     (slow_requests, slow_bytes), (fast_requests, fast_bytes) = results[False], results[True]
     report_figure(
-        f"browser first frame of a {len(data)} byte MP4 over a {LINK_RATE} B/s link: "
+        f"browser first frame of a {len(data)} byte MP4 over a {LINK_RATE} B/s link "
+        f"({LINK_DELAY}s delay): "
         f"moov at the end {slow_requests} "
         f"requests / {slow_bytes} bytes; uploaded with --faststart {fast_requests} requests / "
         f"{fast_bytes} bytes"
