@@ -162,7 +162,7 @@ def test_deleting_the_original_leaves_no_derived_file(
         "poster-small.jpg",
     ]
     url = server.url(f"/fs/{described['id']}")
-    assert requests.delete(url, headers=AUTH, timeout=30).status_code == 204
+    assert requests.delete(url, headers=AUTH, timeout=30).status_code == 200
     assert server.run_coroutine(storage.derived_names(info)) == []
     assert requests.get(url, params={"poster": "small"}, timeout=30).status_code == 404
     # Nothing in the backend's derived namespace at all.
@@ -438,7 +438,8 @@ def test_faststart_upload_cut_short_leaves_nothing(
     assert listing(server, "cut/") == []
     if backend == "local":
         root: Path = request.getfixturevalue("local_root")
-        assert list((root / ".gridserve" / "tmp").iterdir()) == []
+        tmp = root / ".gridserve" / "tmp"
+        assert not tmp.exists() or list(tmp.iterdir()) == []
         assert not (root / "cut").exists()
     else:
         sync_db = request.getfixturevalue("sync_db")
