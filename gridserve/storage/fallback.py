@@ -30,6 +30,7 @@ from typing import Any
 
 from gridserve.storage.base import (
     CorruptFile,
+    Derived,
     FileInfo,
     FileNotFound,
     InvalidKey,
@@ -237,6 +238,29 @@ class FallbackStorage(Storage):
         if storage is not self.primary:
             raise FileNotFound(f"{info.filename} is only in read-only {storage.description}")
         await self.primary.delete(info)
+
+    # -- derived data (media facts, posters): the holder's; fallbacks are only read ---------
+
+    async def update_metadata(self, info: FileInfo, patch: Mapping[str, Any]) -> None:
+        if self.owner(info) is self.primary:
+            await self.primary.update_metadata(info, patch)
+
+    async def media_of(self, info: FileInfo) -> Mapping[str, Any] | None:
+        return await self.owner(info).media_of(info)
+
+    async def put_derived(self, info: FileInfo, name: str, data: bytes, content_type: str) -> None:
+        if self.owner(info) is self.primary:
+            await self.primary.put_derived(info, name, data, content_type)
+
+    async def get_derived(self, info: FileInfo, name: str) -> Derived | None:
+        return await self.owner(info).get_derived(info, name)
+
+    async def delete_derived(self, info: FileInfo) -> None:
+        if self.owner(info) is self.primary:
+            await self.primary.delete_derived(info)
+
+    async def derived_names(self, info: FileInfo) -> builtins.list[str]:
+        return await self.owner(info).derived_names(info)
 
     async def close(self) -> None:
         for storage in self.storages:
