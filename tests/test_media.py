@@ -496,3 +496,33 @@ def test_a_file_replaced_before_its_probe_gets_the_facts_of_its_new_content(
     assert "gridserve_probe_failures_total 0.0" in metrics
     poster = requests.get(server.url("/fs/r/clip.mp4"), params={"poster": "small"}, timeout=30)
     assert poster.status_code == 200
+
+
+@pytest.mark.parametrize("wrapper", ["cache", "fallback"])
+def test_facts_and_posters_through_storage_wrappers(
+    make_storage: Callable[[], Storage], media_dir: Path, wrapper: str, tmp_path: Path
+) -> None:
+    """The daemon wraps GridFS in a chunk cache, and may add fallbacks: facts and posters pass
+    through to the storage that holds the file."""
+    from gridserve.storage.cache import CachedStorage
+    from gridserve.storage.fallback import FallbackStorage
+
+    def wrapped() -> Storage:
+        if wrapper == "cache":
+            return CachedStorage(make_storage())
+        return FallbackStorage(make_storage(), LocalStorage(tmp_path / "old"))
+
+    server = LiveServer(
+        wrapped,
+        acl=default_acl(upload_token=TOKEN),
+        media=lambda storage: MediaService(storage),
+    ).start()
+    try:
+        upload(server, "w/clip.webm", (media_dir / "clip.webm").read_bytes())
+        settle(server)
+        [entry] = listing(server, "w/")
+        assert entry["media"]["video"]["codec"] == "vp9"
+        poster = requests.get(server.url("/fs/w/clip.webm"), params={"poster": "small"}, timeout=30)
+        assert poster.status_code == 200
+    finally:
+        server.stop()
