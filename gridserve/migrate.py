@@ -22,6 +22,7 @@ file would fail the same way, and a re-run picks up from there.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import time
 from collections.abc import AsyncIterator, Callable
@@ -53,6 +54,7 @@ class Summary:
     skipped_revisions: int = 0  # older revisions a newest-only target cannot hold
     deleted: int = 0  # source files deleted (--delete-source)
     kept_newer: int = 0  # the target's file of that name is newer: neither side touched
+    derived: int = 0  # posters and other derived files copied with their originals
     renamed: list[dict[str, str]] = field(default_factory=list)
     errors: list[dict[str, str]] = field(default_factory=list)
     planned: list[dict[str, Any]] = field(default_factory=list)  # --dry-run
@@ -69,6 +71,7 @@ class Summary:
             "skipped_revisions": self.skipped_revisions,
             "deleted": self.deleted,
             "kept_newer": self.kept_newer,
+            "derived": self.derived,
             "seconds": round(self.seconds, 3),
             "mb_per_s": round(rate, 2),
             "renamed": self.renamed,
@@ -256,6 +259,7 @@ class _Mover:
                 self._plan(info, name, "skip")
                 return False
             self.summary.skipped += 1
+            await self._copy_derived(info, there)  # an interrupted run may have missed them
             if self.options.verify and self.options.delete_source:
                 return await self._verified(info, there, None)
             return True
@@ -297,7 +301,30 @@ class _Mover:
             raise CopyFailed(f"read {copied} of {info.length} bytes")
         self.summary.copied += 1
         self.summary.bytes += copied
-        return not self.options.verify or await self._verified(info, saved, digest.hexdigest())
+        verified = not self.options.verify or await self._verified(info, saved, digest.hexdigest())
+        await self._copy_derived(info, saved)
+        return verified
+
+    async def _copy_derived(self, info: FileInfo, copy: FileInfo) -> None:
+        """Gives ``copy`` what the source derived from ``info``: its media facts (kept aside
+        from the metadata where the source keeps them so, as on S3) and its posters. A target
+        that keeps no derived data, or already has them, is left as it is."""
+        facts = await self.source.media_of(info)
+        if facts is not None and await self.target.media_of(copy) is None:
+            with contextlib.suppress(NotImplementedError):
+                await self.target.update_metadata(copy, {"media": dict(facts)})
+        have = set(await self.target.derived_names(copy))
+        for name in await self.source.derived_names(info):
+            if name in have:
+                continue
+            derived = await self.source.get_derived(info, name)
+            if derived is None:
+                continue
+            try:
+                await self.target.put_derived(copy, name, derived.data, derived.content_type)
+            except NotImplementedError:
+                return
+            self.summary.derived += 1
 
     async def _verified(self, info: FileInfo, copy: FileInfo, sha256: str | None) -> bool:
         """Reads ``copy`` back and compares its SHA-256 with the source's (``sha256``, else

@@ -23,6 +23,7 @@ from gridserve.acl import default_acl
 from gridserve.media import faststart
 from gridserve.media.probe import facts
 from gridserve.media.service import MediaService
+from gridserve.storage import from_uri
 from gridserve.storage.base import Storage
 from gridserve.storage.local import LocalStorage
 from tests.conftest import BACKENDS
@@ -526,3 +527,46 @@ def test_facts_and_posters_through_storage_wrappers(
         assert poster.status_code == 200
     finally:
         server.stop()
+
+
+def test_migrate_copies_media_facts_and_posters(
+    media_dir: Path, tmp_path: Path, mongo_uri: str, db_name: str
+) -> None:
+    source = tmp_path / "source"
+
+    async def seed() -> None:
+        storage = LocalStorage(source)
+
+        async def body(data: bytes = (media_dir / "clip.webm").read_bytes()) -> Any:
+            yield data
+
+        await storage.save("v/clip.webm", body(), content_type=TYPES["clip.webm"])
+        await storage.close()
+
+    asyncio.run(seed())
+    assert run_cli("probe", "v/", "--storage", str(source)).returncode == 0
+    targets = [str(tmp_path / "target"), f"{mongo_uri.rstrip('/')}/{db_name}"]
+    if "?" in mongo_uri:
+        base, query = mongo_uri.split("?", 1)
+        targets[1] = f"{base.rstrip('/')}/{db_name}?{query}"
+    for target in targets:
+        if not target.startswith("mongodb"):
+            Path(target).mkdir()
+        moved = run_cli("migrate", "--from", str(source), "--to", target)
+        assert moved.returncode == 0, moved.stderr
+        shown = json.loads(run_cli("info", "v/clip.webm", "--storage", target).stdout)
+        assert shown["media"]["video"]["codec"] == "vp9", target
+        assert shown["media"]["posters"] == ["small", "large"], target
+
+        async def posters(uri: str = target) -> list[bytes | None]:
+            found = []
+            for where in (str(source), uri):
+                storage = from_uri(where)
+                info = await storage.resolve("v/clip.webm")
+                derived = await storage.get_derived(info, "poster-small.jpg")
+                found.append(derived.data if derived else None)
+                await storage.close()
+            return found
+
+        mine, theirs = asyncio.run(posters())
+        assert mine is not None and theirs == mine, target
