@@ -210,6 +210,34 @@ def test_cache_time_and_security_headers(serve: Callable[..., LiveServer], video
     assert cached.headers["Cache-Control"] == "max-age=3600"
 
 
+def test_credentialed_reads_are_private_for_shared_caches(
+    serve: Callable[..., LiveServer], video: ObjectId
+) -> None:
+    """A shared cache (deploy/nginx-cache.conf) must never hand a signed or authorised answer to
+    anyone else: every answer to such a request, 200, 206 and 304, says private."""
+    server = serve(cache_time=3600)
+    etag = get(server, f"/fs/{video}").headers["ETag"]
+    signed = f"/fs/{video}?exp=4102444800&sig=c2lnbmF0dXJl"
+    cases = [
+        (signed, {}),
+        (f"/fs/{video}?exp=4102444800", {}),
+        (f"/fs/{video}", {"Authorization": "Bearer reader"}),
+    ]
+    for path, headers in cases:
+        conditions = [({}, 200), ({"Range": "bytes=0-9"}, 206), ({"If-None-Match": etag}, 304)]
+        for extra, status in conditions:
+            answer = get(server, path, **headers, **extra)
+            assert answer.status_code == status, (path, headers, extra)
+            # Before: "max-age=3600" on all of them, and nginx cached them for everyone.
+            assert answer.headers["Cache-Control"] == "private, max-age=3600", (path, extra)
+    public = get(server, f"/fs/{video}", Range="bytes=0-9")
+    assert public.headers["Cache-Control"] == "max-age=3600"
+    # Without a cache time too: nginx's proxy_cache_valid would otherwise store it.
+    uncached = serve()
+    assert get(uncached, signed).headers["Cache-Control"] == "private"
+    assert "Cache-Control" not in get(uncached, f"/fs/{video}").headers
+
+
 def test_download_and_content_types(server: LiveServer, put_file: PutFile) -> None:
     put_file("page.html", b"<script>alert(1)</script>", content_type="text/html")
     put_file("seg001.ts", b"ts")

@@ -26,6 +26,12 @@ after the file is resolved):
     Content-Type (default: stored type, else by extension, else application/octet-stream).
 ``get_cache_time(path, modified, mime_type) -> int``
     Seconds for ``Cache-Control: max-age`` (default: the ``cache_time`` option; 0 sends none).
+``shared_cacheable() -> bool``
+    Whether a shared cache (nginx's ``proxy_cache``, a CDN) may serve this response to anyone
+    else. Default: only when the request carried no credentials (no ``Authorization`` header,
+    no ``sig`` or ``exp`` parameter); otherwise every answer to it (200, 206, 304) says
+    ``Cache-Control: private``, whatever the cache time. Override when your ACL admits reads
+    by anything else (a cookie, the client's address): return False for those requests.
 ``set_extra_headers(path) -> None``
     Adds headers to every successful response.
 
@@ -301,6 +307,10 @@ class GridFSHandler(StorageRequestHandler, tornado.web.StaticFileHandler):
     def get_cache_time(self, path: str, modified: datetime | None, mime_type: str) -> int:
         return self.cache_time
 
+    def shared_cacheable(self) -> bool:
+        """Override point: may a shared cache serve this answer to other clients?"""
+        return not has_credentials(self.request) and "exp" not in self.request.query_arguments
+
     # -- GET / HEAD ----------------------------------------------------------------------
 
     async def get(self, path: str, include_body: bool = True) -> None:
@@ -313,8 +323,12 @@ class GridFSHandler(StorageRequestHandler, tornado.web.StaticFileHandler):
         self.set_header("Last-Modified", modified)
         content_type = self.get_content_type()
         cache_time = self.get_cache_time(path, modified, content_type)
-        if cache_time > 0:
-            self.set_header("Cache-Control", f"max-age={cache_time}")
+        private = not self.shared_cacheable()
+        if cache_time > 0 or private:
+            directives = (["private"] if private else []) + (
+                [f"max-age={cache_time}"] if cache_time > 0 else []
+            )
+            self.set_header("Cache-Control", ", ".join(directives))
 
         decision = validators.evaluate_preconditions(
             self.request.method or "GET", self.request.headers, etag, modified
