@@ -9,6 +9,9 @@ loopback), so tests exercise the sample operators install::
     with Nginx(site_from_deploy(gridserve_port=daemon.port, listen_port=free_port())) as nginx:
         requests.get(nginx.url("/fs/clip.webm"))
 
+``deploy/nginx-cache.conf`` (the caching variant) works the same way with
+``site_from_deploy(..., source=CACHE_CONFIG)``: its cache directory moves into nginx's prefix.
+
 ``Nginx.check(text)`` runs ``nginx -t`` on a complete configuration without starting anything.
 """
 
@@ -27,6 +30,9 @@ import requests
 from tests.dbserver import free_port, stop_process
 
 DEPLOY_CONFIG = Path(__file__).resolve().parent.parent / "deploy" / "nginx.conf"
+CACHE_CONFIG = DEPLOY_CONFIG.parent / "nginx-cache.conf"
+PREFIX = "@PREFIX@"
+"""Stands for the private prefix directory of the :class:`Nginx` that runs the text."""
 START_TIMEOUT = 20.0
 
 
@@ -42,6 +48,7 @@ def nginx_binary() -> str:
 def main_config(http: str, prefix: Path) -> str:
     """A complete nginx.conf around ``http`` (the body of ``http {}``), everything in
     ``prefix``: runs unprivileged, in the foreground, with no file outside it."""
+    http = http.replace(PREFIX, str(prefix))
     return f"""\
 daemon off;
 worker_processes 1;
@@ -63,8 +70,10 @@ http {{
 
 def site_from_deploy(*, gridserve_port: int, listen_port: int, source: Path = DEPLOY_CONFIG) -> str:
     """``deploy/nginx.conf`` as a loopback test site: plain HTTP on ``listen_port`` (TLS lines
-    dropped), its upstream at ``127.0.0.1:gridserve_port``; every other line as shipped."""
+    dropped), its upstream at ``127.0.0.1:gridserve_port``, a cache directory in nginx's prefix;
+    every other line as shipped."""
     text = source.read_text()
+    text = re.sub(r"proxy_cache_path\s+/\S+", f"proxy_cache_path {PREFIX}/cache", text)
     text = re.sub(r"(?m)^\s*listen\s+443[^;]*;", f"    listen 127.0.0.1:{listen_port};", text)
     text = re.sub(r"(?m)^\s*(ssl_\w+|http2)\s[^;]*;\n", "", text)
     text = re.sub(r"server 127\.0\.0\.1:8888;", f"server 127.0.0.1:{gridserve_port};", text)
@@ -80,6 +89,7 @@ class Nginx:
 
     def __init__(self, http: str, port: int | None = None) -> None:
         self.prefix = Path(tempfile.mkdtemp(prefix="gridserve-nginx-"))
+        self.prefix.chmod(0o755)  # run as root, nginx's workers are nobody: they write the cache
         if port is None:
             match = re.search(r"listen\s+127\.0\.0\.1:(\d+)", http)
             port = int(match.group(1)) if match else free_port()
