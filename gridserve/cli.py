@@ -407,7 +407,9 @@ async def _serve_forever(
     values: dict[str, Any], acl: ACL, sockets: list[Any], files: list[ReopenableFileHandler]
 ) -> int:
     storage = open_storage(values, create_default=True)
-    if values["chunk_cache"] > 0 and not isinstance(storage, LocalStorage):  # page cache
+    # Local disk has the page cache; a fallback chain is not cached yet (only each storage of
+    # it knows what identifies its content, see README).
+    if values["chunk_cache"] > 0 and not isinstance(storage, (LocalStorage, FallbackStorage)):
         storage = CachedStorage(storage, values["chunk_cache"])
     media = media_service(storage, values)
     app = make_app(
@@ -456,6 +458,9 @@ async def _serve_forever(
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     loop.add_signal_handler(signal.SIGHUP, reopen_all, files)
+    # A worker ignores SIGHUP from its fork until the line above: a reload in that window must
+    # not leave its logs on the rotated file, so reopen them once now.
+    reopen_all(files)
     await stop.wait()
 
     tracker = app.settings["gridserve_tracker"]
