@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import http.client
 import socket
@@ -9,70 +10,97 @@ import subprocess
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-import pymongo
 import pytest
 
 from gridserve.acl import default_acl
 from tests.livehttp import LiveServer
+from tests.s3server import S3Proxy
 from tests.test_daemon import Daemon, daemons  # noqa: F401
+from tests.test_storage_s3 import leftovers
 from tests.test_upload_faults import MIB, settled
 from tests.test_uploads_http import TOKEN, eventually
 
 BODY = b"\x1aE\xdf\xa3" + bytes(8 * MIB)
 
 
-def start_upload(port: int, chunked: bool) -> socket.socket:
+def start_upload(
+    port: int, chunked: bool, body: bytes = BODY, first: int = 4 * MIB
+) -> socket.socket:
+    """Sends the headers of a PUT of ``body`` and its ``first`` bytes, then nothing more."""
     sock = socket.create_connection(("127.0.0.1", port), timeout=30)
-    length = "Transfer-Encoding: chunked" if chunked else f"Content-Length: {len(BODY)}"
+    length = "Transfer-Encoding: chunked" if chunked else f"Content-Length: {len(body)}"
     sock.sendall(
         f"PUT /fs/cut.webm HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {TOKEN}\r\n"
         f"{length}\r\n\r\n".encode()
     )
-    half = BODY[: 4 * MIB]
+    half = body[:first]
     sock.sendall(b"%x\r\n%s\r\n" % (len(half), half) if chunked else half)
     return sock
 
 
 @pytest.mark.parametrize("chunked", [False, True], ids=["declared", "chunked"])
-@pytest.mark.parametrize("where", ["gridfs", "local"])
+@pytest.mark.parametrize("where", ["gridfs", "local", "s3"])
 def test_sigterm_mid_upload_leaves_nothing(
     tmp_path: Path,
     daemons: list[Daemon],  # noqa: F811
-    mongo_uri: str,
-    db_name: str,
-    sync_client: pymongo.MongoClient[dict[str, object]],
+    request: pytest.FixtureRequest,
     where: str,
     chunked: bool,
 ) -> None:
-    uri = f"{mongo_uri.rstrip('/')}/{db_name}" if where == "gridfs" else str(tmp_path / "d")
-    (tmp_path / "d").mkdir()  # a --storage directory must exist (or be given --create)
-    if where == "gridfs" and "?" in mongo_uri:
-        base, query = mongo_uri.split("?", 1)
-        uri = f"{base.rstrip('/')}/{db_name}?{query}"
+    env: dict[str, str] = {}
+    if where == "gridfs":
+        mongo_uri: str = request.getfixturevalue("mongo_uri")
+        db_name: str = request.getfixturevalue("db_name")
+        base, _, query = mongo_uri.partition("?")
+        storage = [f"{base.rstrip('/')}/{db_name}" + (f"?{query}" if query else "")]
+    elif where == "local":
+        (tmp_path / "d").mkdir()  # a --storage directory must exist (or be given --create)
+        storage = [str(tmp_path / "d")]
+    else:
+        s3_server: S3Proxy = request.getfixturevalue("s3_server")
+        s3_bucket: str = request.getfixturevalue("s3_bucket")
+        options = s3_server.client_options()
+        env = {
+            "AWS_ACCESS_KEY_ID": options["aws_access_key_id"],
+            "AWS_SECRET_ACCESS_KEY": options["aws_secret_access_key"],
+            "AWS_DEFAULT_REGION": "us-east-1",
+        }
+        storage = [f"s3://{s3_bucket}/media", "--s3-endpoint", s3_server.endpoint]
     daemon = Daemon(
         "--storage",
-        uri,
+        *storage,
         "--upload-token",
         TOKEN,
         "--shutdown-timeout",
         "1",
         "--sweep-interval",
         "0",
+        env=env,
     )
     daemons.append(daemon)
-    sock = start_upload(daemon.port, chunked)
+    if where == "s3":  # past the first 8 MiB part, so a multipart upload is pending
+        sock = start_upload(daemon.port, chunked, BODY + bytes(12 * MIB), 12 * MIB)
+        eventually(lambda: _pending_multipart(s3_server, s3_bucket))
+    else:
+        sock = start_upload(daemon.port, chunked)
     try:
         code, stderr = daemon.stop()
     finally:
         sock.close()
     assert code == 0, stderr
     if where == "gridfs":
-        db = sync_client[db_name]
+        db = request.getfixturevalue("sync_client")[db_name]
         assert db["fs.files"].count_documents({}) == 0
         assert db["fs.chunks"].count_documents({}) == 0
-    else:
+    elif where == "local":
         root = tmp_path / "d"
         assert [p for p in root.rglob("*") if p.is_file()] == []
+    else:  # no object, no pending multipart upload
+        assert asyncio.run(leftovers(s3_server, s3_bucket)) == ([], [])
+
+
+def _pending_multipart(server: S3Proxy, bucket: str) -> None:
+    assert asyncio.run(leftovers(server, bucket))[1] != []
 
 
 @pytest.fixture
