@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import http.client
 import socket
+import subprocess
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pytest
 
@@ -96,4 +98,41 @@ def test_client_gone(
 ) -> None:
     send(target.port, "gone.webm", VIDEO_BODY, chunked, cut=len(VIDEO_BODY) * percent // 100)
     eventually(lambda: settled(target), timeout=30)
+    eventually(nothing_left)
+
+
+@pytest.mark.media
+@pytest.mark.parametrize("chunked", [False, True], ids=["declared", "chunked"])
+@pytest.mark.parametrize(
+    ("case", "body", "token", "status"),
+    [
+        ("over-limit.webm", OVER, True, 413),
+        ("type-refused.bin", PNG_BODY, True, 415),
+        ("no-token.webm", VIDEO_BODY, False, 401),
+    ],
+)
+def test_curl_with_expect_reads_each_refusal(
+    target: LiveServer,
+    nothing_left: Callable[[], None],
+    tmp_path: Path,
+    chunked: bool,
+    case: str,
+    body: bytes,
+    token: bool,
+    status: int,
+) -> None:
+    """curl sends ``Expect: 100-continue`` for bodies over 1 MiB: a refusal from the headers
+    comes instead of ``100 Continue``, one found in the body (415 sniffed) while it streams."""
+    path = tmp_path / "body"
+    path.write_bytes(body)
+    args = ["-H", f"Authorization: Bearer {TOKEN}"] if token else []
+    if chunked:
+        args += ["-H", "Transfer-Encoding: chunked"]
+    done = subprocess.run(
+        ["curl", "-sS", "-o", "/dev/null", "-w", "%{http_code}", "-T", str(path), *args,
+         target.url(f"/fs/{case}")],
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert done.stdout == str(status), done.stderr
+    eventually(lambda: settled(target))
     eventually(nothing_left)
