@@ -45,6 +45,7 @@ from gridserve.config import (
     resolve_settings,
 )
 from gridserve.handlers.files import describe_file, doomed_files
+from gridserve.handoff import normalize_prefix
 from gridserve.metrics import enable_multiprocess, process_exited
 from gridserve.signing import DEFAULT_TTL, plan_signed_request
 from gridserve.storage import (
@@ -428,6 +429,7 @@ async def _serve_forever(
         linger_seconds=values["linger_seconds"],
         linger_bytes=values["linger_bytes"],
         media=media,
+        gridserve_accel_redirect=normalize_prefix(values["accel_redirect"]),
     )
     server = tornado.httpserver.HTTPServer(
         app, idle_connection_timeout=values["idle_timeout"], xheaders=values["xheaders"]

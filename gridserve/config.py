@@ -218,6 +218,14 @@ SERVE_SETTINGS = (
         metavar="SIZE",
     ),
     Setting(
+        "accel_redirect",
+        None,
+        str,
+        "behind nginx: answer reads of a local directory with X-Accel-Redirect to this internal "
+        "location (e.g. /_files/), after the ACL, so nginx sends the bytes (deploy/nginx.conf)",
+        metavar="PREFIX",
+    ),
+    Setting(
         "chunk_cache",
         256 * 1024 * 1024,
         parse_size,

@@ -68,11 +68,20 @@ http {{
 """
 
 
-def site_from_deploy(*, gridserve_port: int, listen_port: int, source: Path = DEPLOY_CONFIG) -> str:
+def site_from_deploy(
+    *,
+    gridserve_port: int,
+    listen_port: int,
+    source: Path = DEPLOY_CONFIG,
+    storage_root: Path | None = None,
+) -> str:
     """``deploy/nginx.conf`` as a loopback test site: plain HTTP on ``listen_port`` (TLS lines
-    dropped), its upstream at ``127.0.0.1:gridserve_port``, a cache directory in nginx's prefix;
-    every other line as shipped."""
+    dropped), its upstream at ``127.0.0.1:gridserve_port``, a cache directory in nginx's prefix,
+    the hand-off location's ``alias`` at ``storage_root`` (when given); every other line as
+    shipped."""
     text = source.read_text()
+    if storage_root is not None:
+        text = re.sub(r"alias\s+/srv/media/;", f"alias {storage_root}/;", text)
     text = re.sub(r"proxy_cache_path\s+/\S+", f"proxy_cache_path {PREFIX}/cache", text)
     text = re.sub(r"(?m)^\s*listen\s+443[^;]*;", f"    listen 127.0.0.1:{listen_port};", text)
     text = re.sub(r"(?m)^\s*(ssl_\w+|http2)\s[^;]*;\n", "", text)

@@ -63,7 +63,7 @@ from typing import Any
 import tornado.web
 from tornado.iostream import StreamClosedError
 
-from gridserve import ranges, validators
+from gridserve import handoff, ranges, validators
 from gridserve.acl import ACL, Action, AllowReads, Refused, has_credentials, is_allowed
 from gridserve.handlers.errors import HTTPErrorWithHeaders, PlainErrors
 from gridserve.mediatypes import choose_content_type, content_disposition, is_passive
@@ -369,6 +369,8 @@ class GridFSHandler(StorageRequestHandler, tornado.web.StaticFileHandler):
                     "Accept-Ranges": "bytes",
                 },
             )
+        if len(plan.ranges) <= 1 and self.hand_off():
+            return  # nginx sends the bytes (and this plan's range) from here on
         if plan.outcome is ranges.RangeOutcome.FULL:
             self.set_header("Content-Length", info.length)
             if include_body:
@@ -393,6 +395,19 @@ class GridFSHandler(StorageRequestHandler, tornado.web.StaticFileHandler):
                 list(zip(multipart.part_headers, multipart.ranges, strict=True)),
                 multipart.closing,
             )
+
+    def hand_off(self) -> bool:
+        """With ``--accel-redirect`` (application setting ``gridserve_accel_redirect``),
+        answers a local file with ``X-Accel-Redirect`` and no body, so nginx sends the bytes
+        (see :mod:`gridserve.handoff`); False when gridserve serves the request itself."""
+        prefix = self.settings.get("gridserve_accel_redirect")
+        if not prefix or handoff.wants_direct(self.request.headers, self.max_ranges):
+            return False
+        target = handoff.accel_path(self.storage, self.file_info, prefix)
+        if target is None:
+            return False
+        self.set_header("X-Accel-Redirect", target)
+        return True
 
     async def _send_parts(
         self, parts: list[tuple[bytes, ranges.ByteRange]], closing: bytes

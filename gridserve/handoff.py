@@ -1,0 +1,59 @@
+"""Hand-off of a read to nginx after gridserve decided it (``--accel-redirect``): pure helpers.
+
+gridserve resolves the name, runs the ACL and the signed-URL checks and answers 304/412 itself;
+a read it would serve from a local directory is then answered with ``X-Accel-Redirect:
+<prefix><percent-encoded relative path>`` and no body, and nginx sends the file with sendfile
+from its ``internal`` location (see ``deploy/nginx.conf``). nginx keeps gridserve's ETag and
+Last-Modified (``etag off``, ``add_header ETag $upstream_http_etag``...), so its range filter
+judges If-Range on gridserve's validators and a client sees one ETag for the same bytes.
+
+Contract of :func:`accel_path`: only a :class:`~gridserve.storage.local.LocalStorage` file whose
+real location lies inside the storage root is handed off; anything else returns None and is
+served by gridserve as usual. :func:`wants_direct` names the requests nginx cannot answer as
+gridserve would, which are then served directly too.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from urllib.parse import quote
+
+from gridserve import ranges
+from gridserve.storage.base import FileInfo
+from gridserve.storage.local import LocalStorage
+
+
+def normalize_prefix(prefix: str | None) -> str | None:
+    """``--accel-redirect`` as given: ``/internal/`` (a leading and a trailing slash are
+    added); None or empty: off."""
+    if not prefix or not prefix.strip("/"):
+        return None
+    return "/" + prefix.strip("/") + "/"
+
+
+def accel_path(storage: object, info: FileInfo, prefix: str) -> str | None:
+    """The ``X-Accel-Redirect`` value for ``info``: ``prefix`` plus its path relative to the
+    storage root, percent-encoded; None unless ``storage`` is a local directory and the file's
+    real path (after symlinks) lies inside its real root."""
+    if not isinstance(storage, LocalStorage):
+        return None
+    relative = str(info.id)
+    root = str(storage.real_root)
+    real = os.path.realpath(os.path.join(root, relative))
+    if not real.startswith(root + os.sep) or not os.path.isfile(real):
+        return None
+    if any(part in ("", ".", "..") for part in relative.split("/")):
+        return None
+    return prefix + quote(relative, safe="/")
+
+
+def wants_direct(headers: Mapping[str, str], max_ranges: int) -> bool:
+    """True for a request gridserve serves itself although hand-off is on: one carrying
+    If-Match or If-Unmodified-Since (nginx would test them against its own validators before it
+    sees ours), or asking for several ranges (gridserve's multipart answer, its coalescing and
+    its ``max_ranges`` stay the same with and without nginx)."""
+    if headers.get("If-Match") is not None or headers.get("If-Unmodified-Since") is not None:
+        return True
+    specs = ranges.parse_range_header(headers.get("Range"))
+    return specs is not None and (len(specs) > 1 or len(specs) > max_ranges)
