@@ -183,3 +183,16 @@ def test_unsigned_or_denied_reads_never_reach_the_file(
         via, own = answers(nginx, direct, signed, Range="bytes=10-19")
         assert_same(via, own)
         assert via.content == data[10:20]
+
+
+def test_the_setting_from_flag_environment_and_file(tmp_path: Path) -> None:
+    from gridserve.config import ALL_SETTINGS, resolve_settings
+
+    path = tmp_path / "gridserve.toml"
+    path.write_text('[gridserve]\naccel-redirect = "/from-file/"\n')
+    assert resolve_settings(ALL_SETTINGS, {}, {}, None)["accel_redirect"] is None
+    assert resolve_settings(ALL_SETTINGS, {}, {}, path)["accel_redirect"] == "/from-file/"
+    env = {"GRIDSERVE_ACCEL_REDIRECT": "/from-env/"}
+    assert resolve_settings(ALL_SETTINGS, {}, env, path)["accel_redirect"] == "/from-env/"
+    flags = {"accel_redirect": "/from-flag/"}
+    assert resolve_settings(ALL_SETTINGS, flags, env, path)["accel_redirect"] == "/from-flag/"
