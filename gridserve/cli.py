@@ -430,6 +430,7 @@ async def _serve_forever(
         linger_bytes=values["linger_bytes"],
         media=media,
         gridserve_accel_redirect=normalize_prefix(values["accel_redirect"]),
+        gridserve_s3_redirect=values["s3_redirect"],
     )
     server = tornado.httpserver.HTTPServer(
         app, idle_connection_timeout=values["idle_timeout"], xheaders=values["xheaders"]

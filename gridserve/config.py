@@ -226,6 +226,14 @@ SERVE_SETTINGS = (
         metavar="PREFIX",
     ),
     Setting(
+        "s3_redirect",
+        0,
+        _non_negative,
+        "S3 storage: answer reads with a 307 to a presigned URL valid this many seconds, after "
+        "the ACL (never past the request's own signature; not for HTML, SVG, XML); 0: off",
+        metavar="SECONDS",
+    ),
+    Setting(
         "chunk_cache",
         256 * 1024 * 1024,
         parse_size,

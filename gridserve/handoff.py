@@ -7,6 +7,10 @@ from its ``internal`` location (see ``deploy/nginx.conf``). nginx keeps gridserv
 Last-Modified (``etag off``, ``add_header ETag $upstream_http_etag``...), so its range filter
 judges If-Range on gridserve's validators and a client sees one ETag for the same bytes.
 
+With ``--s3-redirect SECONDS`` a read of an S3 object is answered with a 307 to a presigned
+``GetObject`` URL (:func:`s3_storage_of`, :func:`presign_ttl`), never for the types gridserve
+sandboxes (S3 cannot add ``Content-Security-Policy: sandbox``).
+
 Contract of :func:`accel_path`: only a :class:`~gridserve.storage.local.LocalStorage` file whose
 real location lies inside the storage root is handed off; anything else returns None and is
 served by gridserve as usual. :func:`wants_direct` names the requests nginx cannot answer as
@@ -21,7 +25,9 @@ from urllib.parse import quote
 
 from gridserve import ranges
 from gridserve.storage.base import FileInfo
+from gridserve.storage.cache import CachedStorage
 from gridserve.storage.local import LocalStorage
+from gridserve.storage.s3 import S3Storage
 
 
 def normalize_prefix(prefix: str | None) -> str | None:
@@ -57,3 +63,19 @@ def wants_direct(headers: Mapping[str, str], max_ranges: int) -> bool:
         return True
     specs = ranges.parse_range_header(headers.get("Range"))
     return specs is not None and (len(specs) > 1 or len(specs) > max_ranges)
+
+
+def s3_storage_of(storage: object) -> S3Storage | None:
+    """The :class:`~gridserve.storage.s3.S3Storage` that serves reads of ``storage`` (itself,
+    or under the chunk cache), else None."""
+    if isinstance(storage, CachedStorage):
+        storage = storage.inner
+    return storage if isinstance(storage, S3Storage) else None
+
+
+def presign_ttl(ttl: int, signed_until: int | None, now: float) -> int:
+    """Seconds a presigned URL may live: ``ttl``, never past ``signed_until`` (the ``exp`` of
+    the gridserve signature that admitted the request); at least 1."""
+    if signed_until is not None:
+        ttl = min(ttl, int(signed_until - now))
+    return max(1, ttl)

@@ -55,6 +55,7 @@ import logging
 import re
 import socket
 import struct
+import time
 from collections.abc import Awaitable
 from contextlib import aclosing
 from datetime import datetime
@@ -64,7 +65,15 @@ import tornado.web
 from tornado.iostream import StreamClosedError
 
 from gridserve import handoff, ranges, validators
-from gridserve.acl import ACL, Action, AllowReads, Refused, has_credentials, is_allowed
+from gridserve.acl import (
+    ACL,
+    Action,
+    AllowReads,
+    Refused,
+    has_credentials,
+    is_allowed,
+    signed_expiry,
+)
 from gridserve.handlers.errors import HTTPErrorWithHeaders, PlainErrors
 from gridserve.mediatypes import choose_content_type, content_disposition, is_passive
 from gridserve.metrics import Metrics
@@ -349,6 +358,8 @@ class GridFSHandler(StorageRequestHandler, tornado.web.StaticFileHandler):
             # A stored HTML or SVG opened from our origin must not run script there.
             self.set_header("Content-Security-Policy", "sandbox")
         self.set_extra_headers(path)
+        if await self.redirect_to_s3(content_type):
+            return
 
         specs = ranges.parse_range_header(self.request.headers.get("Range"))
         if specs is not None and not validators.if_range_allows_partial(
@@ -407,6 +418,27 @@ class GridFSHandler(StorageRequestHandler, tornado.web.StaticFileHandler):
         if target is None:
             return False
         self.set_header("X-Accel-Redirect", target)
+        return True
+
+    async def redirect_to_s3(self, content_type: str) -> bool:
+        """With ``--s3-redirect SECONDS`` (setting ``gridserve_s3_redirect``), answers a read
+        of an S3 object with a 307 to a presigned URL that never outlives the request's own
+        signature; never for types served sandboxed. False when gridserve serves it."""
+        ttl = self.settings.get("gridserve_s3_redirect")
+        s3 = handoff.s3_storage_of(self.storage) if ttl else None
+        if s3 is None or not ttl or not is_passive(content_type):
+            return False
+        expires_in = handoff.presign_ttl(int(ttl), signed_expiry(self.request), time.time())
+        disposition = self._headers.get("Content-Disposition", "inline")
+        try:
+            url = await s3.presigned_get_url(self.file_info, expires_in, content_type, disposition)
+        except (FileNotFound, InvalidKey, StorageUnavailable) as exc:
+            raise self.storage_http_error(exc) from None
+        for name in ("ETag", "Last-Modified", "Accept-Ranges", "Content-Disposition"):
+            self.clear_header(name)
+        self.set_header("Cache-Control", "no-store")
+        self.set_status(307)
+        self.set_header("Location", url)
         return True
 
     async def _send_parts(

@@ -248,6 +248,23 @@ class S3Storage(Storage):
         if received != stop - start:
             raise CorruptFile(f"{info.filename}: got {received} of {stop - start} bytes")
 
+    async def presigned_get_url(
+        self, info: FileInfo, expires_in: int, content_type: str, disposition: str
+    ) -> str:
+        """A presigned ``GetObject`` URL of ``info``'s object, valid ``expires_in`` seconds,
+        whose answers carry ``content_type`` and ``disposition`` (``response-content-*``)."""
+        params = {
+            "Bucket": self.bucket,
+            "Key": self._object_key(info.filename),
+            "ResponseContentType": content_type,
+            "ResponseContentDisposition": disposition,
+        }
+        client = await self._s3()
+        url: str = await client.generate_presigned_url(
+            "get_object", Params=params, ExpiresIn=expires_in
+        )
+        return url
+
     async def _deleted_or(self, error: Exception, info: FileInfo) -> Exception:
         """``FileNotFound`` if ``info``'s object is gone, else ``error``. A failed ``If-Match``
         means replaced or deleted (S3 answers 404 for a deleted object, other services 412):
