@@ -119,6 +119,6 @@ def test_signed_reads_ask_for_a_credential_before_listing(
     ARTIFACTS.mkdir(exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / "page-signed-reads.png"))
     # The listed links are signed: they play without anything else.
-    href = page.get_attribute("tr[data-filename='videos/a.txt'] td:nth-child(5) a", "href")
+    href = page.get_attribute("tr[data-filename='videos/a.txt'] td.download a", "href")
     assert href is not None and "sig=" in href
     assert requests.get(server.url(href), timeout=10).content == b"private a"

@@ -150,6 +150,7 @@
       ["num resolution", resolution(file.media)],
     ].map(([cls, text]) => { const td = document.createElement("td"); td.className = cls; td.textContent = text; return td; });
     const download = document.createElement("td");
+    download.className = "download";
     const link = document.createElement("a");
     link.href = downloadURL(file.url);
     link.download = file.filename.split("/").pop();
