@@ -270,12 +270,19 @@ class GridFSStorage(Storage):
         # chunks read before by their _id, as a "chunk locator" did until the chunk cache came,
         # spared FerretDB's SQLite backend a scan but cost MongoDB one query per chunk instead
         # of one per range; chunks read again now come from the cache, not the database.)
-        fetched = self._chunks_in_range(info, first, last)
+        per_reply = max(1, self.read_ahead // size)
+        fetched = self._chunks_in_range(info, first, last, per_reply)
         expected = first
         try:
             # One chunk queued: enough to overlap the fetch with the send (measured: a
-            # deeper queue adds memory per stream, not throughput).
-            async with aclosing(read_ahead(fetched, 1)) as chunks:
+            # deeper queue adds memory per stream, not throughput). A range that one reply
+            # carries whole (a small file, a player's probe) has nothing to overlap: it is
+            # read in the handler's own task, sparing a task and a queue per request.
+            if last - first < per_reply:
+                source: AsyncGenerator[tuple[Any, Any], None] = fetched
+            else:
+                source = read_ahead(fetched, 1)
+            async with aclosing(source) as chunks:
                 async for n, data in chunks:
                     if n != expected or not isinstance(data, bytes):
                         break  # chunk `expected` is missing: see below
@@ -297,15 +304,17 @@ class GridFSStorage(Storage):
             raise CorruptFile(f"file {info.id}: chunk {expected} is missing")
 
     async def _chunks_in_range(
-        self, info: FileInfo, first: int, last: int
+        self, info: FileInfo, first: int, last: int, per_reply: int
     ) -> AsyncGenerator[tuple[Any, Any], None]:
-        """``(n, data)`` of chunks ``first..last`` by one cursor, ``read_ahead`` bytes per
-        reply."""
+        """``(n, data)`` of chunks ``first..last`` by one cursor, ``per_reply`` chunks per
+        reply. The cursor's limit is the range's chunk count, so the server closes it with its
+        last reply (no ``killCursors`` round trip after a range read whole)."""
         cursor = self.chunks.find(
             {"files_id": info.id, "n": {"$gte": first, "$lte": last}},
             {"_id": 0, "n": 1, "data": 1},
             sort=[("n", ASCENDING)],
-            batch_size=max(1, self.read_ahead // info.chunk_size),
+            batch_size=per_reply,
+            limit=last - first + 1,
         )
         try:
             async for chunk in cursor:
