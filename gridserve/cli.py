@@ -28,7 +28,7 @@ from typing import Any, BinaryIO
 import tornado.httpserver
 import tornado.netutil
 
-from gridserve import __version__, cli_fsck, cli_migrate
+from gridserve import __version__, cli_fsck, cli_migrate, loops
 from gridserve.acl import ACL, default_acl, sign_path
 from gridserve.app import make_app
 from gridserve.cli_probe import add_probe_parser, cmd_probe, media_service, probe_stored
@@ -361,6 +361,12 @@ def serve(values: dict[str, Any], print_config: bool) -> int:
     except ValueError as exc:
         raise UsageError(str(exc)) from exc
     files = configure_logging(values)
+    loop = values["loop"] or loops.default_loop()
+    try:
+        loops.check_loop(loop)
+    except ValueError as exc:
+        log.error("%s", exc)
+        return EXIT_USAGE
     uri = values.get("storage") or DEFAULT_LOCAL_DIR
     probe = open_storage(values, create_default=True)
     if not values.get("storage"):
@@ -381,7 +387,7 @@ def serve(values: dict[str, Any], print_config: bool) -> int:
         return EXIT_RUNTIME
     processes = values["processes"] or (os.cpu_count() or 1)
     if processes == 1:
-        return asyncio.run(_serve_forever(values, acl, sockets, files))
+        return loops.run(_serve_forever(values, acl, sockets, files), loop)
     with tempfile.TemporaryDirectory(prefix="gridserve-metrics-") as metrics_dir:
         enable_multiprocess(metrics_dir)
         worker, status = fork_workers(
@@ -392,7 +398,7 @@ def serve(values: dict[str, Any], print_config: bool) -> int:
             # through the `with` that removes it.
             code = 1
             try:
-                code = asyncio.run(_serve_forever(values, acl, sockets, files))
+                code = loops.run(_serve_forever(values, acl, sockets, files), loop)
             except BaseException:
                 log.exception("worker %d failed", worker)
             finally:

@@ -175,6 +175,13 @@ SERVE_SETTINGS = (
     Setting("port", 8888, _port, "port to listen on (default 8888)"),
     Setting("prefix", "/fs", str, "URL prefix of the files (default /fs)"),
     Setting("processes", 1, _non_negative, "processes to pre-fork; 0 = one per core (default 1)"),
+    Setting(
+        "loop",
+        None,
+        _choice(("uvloop", "asyncio")),
+        "event loop: uvloop or asyncio (default: uvloop when installed, pip install "
+        "gridserve[fast])",
+    ),
     Setting("cache_time", 0, _non_negative, "Cache-Control max-age in seconds (default 0: none)"),
     Setting(
         "cors_origin",
