@@ -53,9 +53,26 @@ from tests.dbserver import FastDatabase, bench_database_launcher  # noqa: E402
 FULL = 32 * MIB
 SERIAL_SMALL = 1000
 UPLOAD = 64 * MIB
-CONTESTANTS = ("gridserve (GridFS)", "motor GridFSHandler", "motor AIOHTTPGridFS")
+CONTESTANTS = (
+    "gridserve (GridFS)",
+    "gridserve, --loop asyncio",
+    "motor GridFSHandler",
+    "motor AIOHTTPGridFS",
+)
+PEERS = CONTESTANTS[2:]
 TICKS = os.sysconf("SC_CLK_TCK")
 T = TypeVar("T")
+
+
+def contestant(uri: str, db_name: str, disk: Path, workdir: Path, name: str) -> Server:
+    """The server ``name`` of :data:`CONTESTANTS` (gridserve runs on its default event loop,
+    uvloop when installed, and again on asyncio's)."""
+    if name == "gridserve, --loop asyncio":
+        server = servers(uri, db_name, disk, workdir)["gridserve (GridFS)"]
+        server.name = name
+        server.command = [*server.command, "--loop", "asyncio"]
+        return server
+    return servers(uri, db_name, disk, workdir)[name]
 
 
 def process_cpu(pid: int) -> float:
@@ -203,7 +220,7 @@ def measure(uri: str, label: str, repeats: int, seconds: float) -> list[str]:
         for name in CONTESTANTS:
             print(f"measuring {name} on {label} ...", flush=True)
             r = figures[name] = {}
-            with running(servers(uri, f"{prefix}_large", disk, workdir)[name]) as server:
+            with running(contestant(uri, f"{prefix}_large", disk, workdir, name)) as server:
                 url = server.url("/fs/large.bin")
                 count = max(2, round(seconds * 200 * MIB / FULL))  # about `seconds` at 200 MB/s
                 curl_downloads(url, 2)  # warm up
@@ -212,7 +229,7 @@ def measure(uri: str, label: str, repeats: int, seconds: float) -> list[str]:
                 r["cpu_mib"] = statistics.median(
                     cpu * 1000 / (size / MIB) for (size, _), cpu in runs
                 )
-            with running(servers(uri, f"{prefix}_small", disk, workdir)[name]) as server:
+            with running(contestant(uri, f"{prefix}_small", disk, workdir, name)) as server:
                 paths = [f"/fs/small/{i % SMALL_COUNT}.bin" for i in range(SERIAL_SMALL)]
                 serial_gets(server, paths[:SMALL_COUNT])
                 r["cpu_req"] = statistics.median(
@@ -225,8 +242,8 @@ def measure(uri: str, label: str, repeats: int, seconds: float) -> list[str]:
                     ).requests_per_s
                     for _ in range(repeats)
                 )
-            if name == "gridserve (GridFS)":
-                with running(servers(uri, f"{prefix}_upload", disk, workdir)[name]) as server:
+            if name.startswith("gridserve"):
+                with running(contestant(uri, f"{prefix}_upload", disk, workdir, name)) as server:
                     r["up_cpu"] = statistics.median(
                         server_cpu(server, put, server, "/fs/up.bin", upload)[1]
                         * 1000
@@ -238,7 +255,7 @@ def measure(uri: str, label: str, repeats: int, seconds: float) -> list[str]:
                 f"{r['cpu_req']:>8.2f} {fmt_opt(r.get('up_cpu')):>10}"
             )
         g = figures["gridserve (GridFS)"]
-        peers = [figures[n] for n in CONTESTANTS[1:]]
+        peers = [figures[n] for n in PEERS]
         best_cpu_req = min(p["cpu_req"] for p in peers)
         best_rps = max(p["small_rps"] for p in peers)
         lines += [
