@@ -5,7 +5,8 @@ Reads go straight to ``<bucket>.files`` and ``<bucket>.chunks`` rather than thro
 the chunks ``start // chunkSize .. (stop - 1) // chunkSize``, so a seek to 90% costs what a
 seek to 0 does (with the ``files_id_1_n_1`` index every driver creates). The cursor's batch
 size is the read-ahead (``read_ahead`` bytes per reply), and a task iterates it one chunk ahead
-of the handler, so the next reply is on its way while the client receives the last one.
+of the handler, so the next reply is on its way while the client receives the last one (a range
+that one reply carries is read without that task: there is nothing to overlap).
 
 Writes follow the GridFS spec: chunks first, the file document last (so no reader sees a file
 before all its chunks exist), and on any failure the chunks written so far are deleted.
