@@ -72,6 +72,39 @@ file's derived files too:
     answers None once the file's ETag changed (a new revision under the same name).
 ``delete_derived(info) -> None``, ``derived_names(info) -> list[str]``
     Forget / enumerate a file's derived files (``migrate`` copies them by name).
+
+Resumable uploads (tus; types and errors in :mod:`gridserve.storage.resumable`). Each backend
+keeps an upload's state and bytes *in the storage*, so any process or host sharing it resumes
+any upload; nothing of an upload is visible to ``resolve``, ``read`` or ``list`` before it
+completes. Defaults: a storage that takes none (``begin_upload`` raises NotImplementedError).
+
+``begin_upload(name, *, length, owner, metadata, expires_at) -> UploadState``
+    Registers a new upload (``offset`` 0) that will become the file ``name``; ``length`` None
+    defers it. The storage picks ``id`` (URL-safe, unguessable).
+``upload_state(upload_id) -> UploadState``
+    Its stored state; :class:`UploadNotFound` when unknown, completed or terminated. An
+    expired upload not yet swept is still answered (the caller compares ``expires_at``).
+``append_upload(upload_id, offset, chunks, *, length=None, checksum=None, expires_at=None)``
+    Appends the bytes of ``chunks`` at ``offset`` and returns the new state. Raises
+    :class:`UploadLocked` while another append to the same upload runs (in this process and,
+    GridFS, in any process: a lease in the upload record; local: an ``flock`` on one host or a
+    shared filesystem with working locks; S3: this host's processes only),
+    :class:`UploadConflict` when ``offset`` is not the stored offset, when ``length`` (setting a
+    deferred length) differs from a length already set or is below the offset, or when the bytes
+    would pass the length (nothing past it is stored). With ``checksum``, the bytes of this call
+    are kept only if they match it, else discarded (offset unchanged) and
+    :class:`ChecksumMismatch` raised. Without one, if ``chunks`` raises (client gone) the bytes
+    received up to then are kept, the offset advanced to them, and the error re-raised.
+    ``expires_at`` (when given) replaces the stored expiry.
+``complete_upload(upload_id, *, content_type=None, metadata=None) -> FileInfo``
+    Once ``offset == length``: makes it a file under its name exactly as ``save`` would (a new
+    revision on GridFS, replacing on local and S3; ``md5`` and ``metadata.sha256`` of the whole
+    content; ``content_type`` and ``metadata`` stored), atomically, and forgets the upload.
+    :class:`UploadConflict` if it is not complete.
+``terminate_upload(upload_id) -> None``
+    Removes the upload and every byte it stored (chunks, temp file, multipart upload, tail).
+``expired_uploads(now, limit=1000) -> list[UploadState]``
+    Uploads whose ``expires_at`` is before ``now``, for the sweep to terminate.
 """
 
 from __future__ import annotations
@@ -83,9 +116,12 @@ from collections.abc import AsyncGenerator, AsyncIterable, AsyncIterator, Hashab
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from functools import cached_property
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from gridserve.validators import ETag, etag_for, http_seconds
+
+if TYPE_CHECKING:
+    from gridserve.storage.resumable import Checksum, UploadState
 
 MAX_KEY_BYTES = 1024
 
@@ -176,6 +212,12 @@ class UploadDigests:
         self._md5.update(piece)
         self._sha256.update(piece)
 
+    def copy(self) -> UploadDigests:
+        twin = UploadDigests.__new__(UploadDigests)
+        twin._md5 = self._md5.copy()
+        twin._sha256 = self._sha256.copy()
+        return twin
+
     @property
     def md5(self) -> str:
         return self._md5.hexdigest()
@@ -234,6 +276,12 @@ def stored_content_type(declared: Any, metadata: Mapping[str, Any]) -> str | Non
         if isinstance(value, str) and value:
             return value
     return None
+
+
+def _no_upload(upload_id: str) -> Exception:
+    from gridserve.storage.resumable import UploadNotFound
+
+    return UploadNotFound(upload_id)
 
 
 def utc(moment: datetime) -> datetime:
@@ -329,6 +377,49 @@ class Storage(abc.ABC):
         return None
 
     async def derived_names(self, info: FileInfo) -> builtins.list[str]:
+        return []
+
+    # -- resumable uploads (tus): see "Resumable uploads" in the module docstring ------------
+
+    async def begin_upload(
+        self,
+        name: str,
+        *,
+        length: int | None,
+        owner: str,
+        metadata: Mapping[str, str],
+        expires_at: datetime,
+    ) -> UploadState:
+        raise NotImplementedError(f"{type(self).__name__} takes no resumable uploads")
+
+    async def upload_state(self, upload_id: str) -> UploadState:
+        raise _no_upload(upload_id)
+
+    async def append_upload(
+        self,
+        upload_id: str,
+        offset: int,
+        chunks: AsyncIterable[bytes],
+        *,
+        length: int | None = None,
+        checksum: Checksum | None = None,
+        expires_at: datetime | None = None,
+    ) -> UploadState:
+        raise _no_upload(upload_id)
+
+    async def complete_upload(
+        self,
+        upload_id: str,
+        *,
+        content_type: str | None = None,
+        metadata: Mapping[str, Any] | None = None,
+    ) -> FileInfo:
+        raise _no_upload(upload_id)
+
+    async def terminate_upload(self, upload_id: str) -> None:
+        raise _no_upload(upload_id)
+
+    async def expired_uploads(self, now: datetime, limit: int = 1000) -> builtins.list[UploadState]:
         return []
 
     @property

@@ -50,6 +50,7 @@ from typing import Any
 
 from gridserve.cachepolicy import S3FIFO
 from gridserve.storage.base import CorruptFile, Derived, FileInfo, Storage, StorageUnavailable
+from gridserve.storage.resumable import DelegatedUploads
 
 DEFAULT_CAPACITY = 256 * 1024 * 1024
 DEFAULT_FETCH_WINDOW = 4 * 1024 * 1024
@@ -82,10 +83,14 @@ class _Fetch:
         self.admit = True  # false once the file was deleted: deliver, but cache nothing
 
 
-class CachedStorage(Storage):
+class CachedStorage(DelegatedUploads, Storage):
     """``inner`` with a chunk cache of ``capacity`` bytes in front of its reads (see the module
     docstring); everything else goes to ``inner`` unchanged. ``on_storage_read(n)`` is called
     with the size of each piece read from ``inner`` (the metrics' storage read counter)."""
+
+    @property
+    def upload_target(self) -> Storage:
+        return self.inner
 
     def __init__(
         self,

@@ -38,15 +38,20 @@ from gridserve.storage.base import (
     StorageError,
     StorageUnavailable,
 )
+from gridserve.storage.resumable import DelegatedUploads
 
 PING_TIMEOUT = 3.0
 
 
-class FallbackStorage(Storage):
+class FallbackStorage(DelegatedUploads, Storage):
     """``primary``, then each of ``fallbacks`` for what it does not hold (read-only).
 
     Owns its storages: :meth:`close` closes them all.
     """
+
+    @property
+    def upload_target(self) -> Storage:
+        return self.primary
 
     def __init__(self, primary: Storage, *fallbacks: Storage) -> None:
         self.primary = primary
