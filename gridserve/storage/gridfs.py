@@ -10,6 +10,8 @@ that one reply carries is read without that task: there is nothing to overlap).
 
 Writes follow the GridFS spec: chunks first, the file document last (so no reader sees a file
 before all its chunks exist), and on any failure the chunks written so far are deleted.
+Resumable uploads (tus) keep that order across requests, processes and hosts: see
+:mod:`gridserve.storage.gridfsuploads`.
 """
 
 from __future__ import annotations
@@ -45,6 +47,7 @@ from gridserve.storage.base import (
     stored_content_type,
     utc,
 )
+from gridserve.storage.gridfsuploads import DEFAULT_LEASE_SECONDS, GridFSResumableUploads
 from gridserve.storage.lookups import FileDocumentCache
 from gridserve.storage.readahead import read_ahead
 from gridserve.storage.writes import Cleanups, settle
@@ -126,7 +129,7 @@ def _revision_order(doc: Mapping[str, Any]) -> tuple[datetime, str]:
     return moment, str(doc.get("_id", ""))
 
 
-class GridFSStorage(Storage):
+class GridFSStorage(GridFSResumableUploads, Storage):
     """Files in a GridFS bucket.
 
     ``database`` is a PyMongo ``AsyncDatabase`` or a Motor ``AsyncIOMotorDatabase``. The
@@ -140,7 +143,8 @@ class GridFSStorage(Storage):
     are best served from memory: see :mod:`gridserve.storage.cache`.
 
     Uploads insert their chunks ``insert_batch`` bytes at a time (one ``insert_many``), the
-    file document last.
+    file document last. Resumable uploads: records in ``<bucket>.uploads``, a lease of
+    ``lease_seconds`` per append (:class:`GridFSResumableUploads`).
     """
 
     keeps_revisions = True
@@ -155,6 +159,7 @@ class GridFSStorage(Storage):
         owns_client: bool = False,
         file_cache_seconds: float = DEFAULT_FILE_CACHE_SECONDS,
         insert_batch: int = DEFAULT_INSERT_BATCH,
+        lease_seconds: float = DEFAULT_LEASE_SECONDS,
     ) -> None:
         self.database = database
         self.bucket = bucket
@@ -170,6 +175,7 @@ class GridFSStorage(Storage):
         self.cleanups = Cleanups()
         self.file_cache: FileDocumentCache[FileInfo] = FileDocumentCache(file_cache_seconds)
         self.insert_batch = insert_batch
+        self.lease_seconds = lease_seconds
 
     @classmethod
     def from_uri(

@@ -1,0 +1,562 @@
+"""Resumable uploads (tus) into GridFS: the partial-upload operations of
+:class:`~gridserve.storage.gridfs.GridFSStorage` (contract: "Resumable uploads" in
+:mod:`gridserve.storage.base`).
+
+**Record.** Each upload is one document in ``<bucket>.uploads``::
+
+    {_id: <files_id>, token, name, length (None: deferred), offset, owner,
+     metadata: [{key, value}, ...], head, chunkSize, createdAt, expiresAt,
+     lease: {owner, until}}
+
+``_id`` is the ObjectId its chunks carry as ``files_id`` and ``expiresAt`` the moment it
+may be swept: the shape :func:`gridserve.sweep.record_upload` writes, so the sweep never
+removes the chunks of an unexpired upload. The upload id is ``<files_id hex>-<token>``
+(``token``: 192 random bits, compared in constant time); the metadata is a list of pairs
+because its keys are the client's (field names must not hold ``$`` or ``.``), pairs as
+documents (FerretDB stores no nested arrays).
+
+**Chunks** are written as the bytes arrive, under ``files_id``, ``insert_batch`` bytes per
+``insert_many`` as :meth:`save` does; no file document exists until :meth:`complete_upload`
+inserts it (so nothing is visible before, and completion is one insert). Invariant: the
+chunks hold bytes ``[0, offset)`` exactly, except that the chunk holding the offset may
+carry more bytes than the offset covers and chunks past it may exist (an append that died
+between its writes and its offset update). Every append therefore starts by deleting the
+chunks past the offset and reading that chunk cut to the offset; the tail chunk is
+rewritten *in place* (its first bytes never change), so a crash at any point leaves
+``[0, offset)`` intact.
+
+**Lease.** An append (and a completion) first takes the record's lease in one
+``find_one_and_update`` (free when ``lease.until`` is past): a second request, in this
+process or any other on any host, gets :class:`UploadLocked`. A lease lasts
+``lease_seconds``; it is renewed before a write once a third of it has gone, so a long
+append keeps it and a crashed process holds it at most that long. No write is sent on a
+lease with less than two thirds of its time left, which fences a stalled appender out
+(hosts' clocks must agree to within a third of the lease). The offset update is
+conditional on the lease, and releases it.
+
+**Digests.** md5 and sha256 of the whole content come from :class:`RunningDigests` when
+this process saw every append, else from reading the chunks back at completion.
+"""
+
+from __future__ import annotations
+
+import builtins
+import hmac
+import logging
+import math
+import secrets
+import time
+import uuid
+from collections.abc import AsyncIterable, AsyncIterator, Mapping
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+from bson import ObjectId
+from bson.errors import InvalidId
+from pymongo import ASCENDING
+from pymongo.errors import DuplicateKeyError, PyMongoError
+
+from gridserve.storage.base import (
+    CorruptFile,
+    FileInfo,
+    InvalidKey,
+    StorageUnavailable,
+    UploadDigests,
+    check_key,
+    utc,
+)
+from gridserve.storage.resumable import (
+    HEAD_BYTES,
+    Checksum,
+    ChecksumMismatch,
+    RunningDigests,
+    UploadConflict,
+    UploadLocked,
+    UploadNotFound,
+    UploadState,
+)
+from gridserve.storage.writes import Cleanups, settle
+
+DEFAULT_LEASE_SECONDS = 60.0
+_FREE = datetime(1970, 1, 1, tzinfo=timezone.utc)  # lease.until of a lease nobody holds
+_ID_HEX = 24
+log = logging.getLogger("gridserve.storage")
+
+
+def _millis(moment: datetime) -> datetime:
+    """``moment`` in UTC as BSON keeps it (milliseconds), so a stored state reads back equal."""
+    moment = utc(moment)
+    return moment.replace(microsecond=moment.microsecond // 1000 * 1000)
+
+
+def parse_upload_id(upload_id: str) -> tuple[ObjectId, str]:
+    """``(files_id, token)`` of an upload id; :class:`UploadNotFound` if it has not the shape
+    of one (``<24 hex digits>-<token>``)."""
+    if len(upload_id) < _ID_HEX + 2 or upload_id[_ID_HEX] != "-":
+        raise UploadNotFound(upload_id)
+    try:
+        files_id = ObjectId(upload_id[:_ID_HEX])
+    except (InvalidId, TypeError):
+        raise UploadNotFound(upload_id) from None
+    return files_id, upload_id[_ID_HEX + 1 :]
+
+
+def state_of(record: Mapping[str, Any]) -> UploadState:
+    """The :class:`UploadState` an upload record describes."""
+    length = record.get("length")
+    return UploadState(
+        id=f"{record['_id']}-{record['token']}",
+        name=str(record["name"]),
+        length=None if length is None else int(length),
+        offset=int(record.get("offset") or 0),
+        created_at=utc(record["createdAt"]),
+        expires_at=utc(record["expiresAt"]),
+        owner=str(record.get("owner") or ""),
+        metadata={str(pair["key"]): str(pair["value"]) for pair in record.get("metadata") or []},
+        head=bytes(record.get("head") or b""),
+    )
+
+
+class GridFSResumableUploads:
+    """The resumable-upload methods of :class:`~gridserve.storage.gridfs.GridFSStorage` (a
+    mixin: it uses the storage's collections, chunk size, insert batch and cleanups)."""
+
+    database: Any
+    bucket: str
+    files: Any
+    chunks: Any
+    chunk_size: int
+    insert_batch: int
+    read_ahead: int
+    cleanups: Cleanups
+    lease_seconds: float = DEFAULT_LEASE_SECONDS
+    _running: RunningDigests | None = None
+    _upload_indexes_ready = False
+
+    async def _ensure_indexes(self) -> None: ...  # GridFSStorage's
+
+    @property
+    def uploads(self) -> Any:
+        """The ``<bucket>.uploads`` collection of upload records."""
+        return self.database[f"{self.bucket}.uploads"]
+
+    @property
+    def running_digests(self) -> RunningDigests:
+        if self._running is None:
+            self._running = RunningDigests()
+        return self._running
+
+    async def _ensure_upload_indexes(self) -> None:
+        await self._ensure_indexes()
+        if not self._upload_indexes_ready:
+            await self.uploads.create_index([("expiresAt", ASCENDING)])
+            self._upload_indexes_ready = True
+
+    # -- the operations ------------------------------------------------------------------
+
+    async def begin_upload(
+        self,
+        name: str,
+        *,
+        length: int | None,
+        owner: str,
+        metadata: Mapping[str, str],
+        expires_at: datetime,
+    ) -> UploadState:
+        check_key(name)
+        if len(name) == _ID_HEX and all(c in "0123456789abcdefABCDEF" for c in name):
+            raise InvalidKey("a filename must not look like an ObjectId")
+        if length is not None and length < 0:
+            raise UploadConflict(f"negative length {length}")
+        record: dict[str, Any] = {
+            "_id": ObjectId(),
+            "token": secrets.token_urlsafe(24),
+            "name": name,
+            "length": length,
+            "offset": 0,
+            "owner": owner,
+            "metadata": [{"key": str(k), "value": str(v)} for k, v in metadata.items()],
+            "head": b"",
+            "chunkSize": self.chunk_size,
+            "createdAt": _millis(datetime.now(timezone.utc)),
+            "expiresAt": _millis(expires_at),
+            "lease": {"owner": "", "until": _FREE},
+        }
+        try:
+            await self._ensure_upload_indexes()
+            await self.uploads.insert_one(record)
+        except PyMongoError as exc:
+            raise StorageUnavailable(str(exc)) from exc
+        return state_of(record)
+
+    async def upload_state(self, upload_id: str) -> UploadState:
+        files_id, token = parse_upload_id(upload_id)
+        try:
+            record = await self.uploads.find_one({"_id": files_id})
+        except PyMongoError as exc:
+            raise StorageUnavailable(str(exc)) from exc
+        return state_of(_owned(record, token, upload_id))
+
+    async def append_upload(
+        self,
+        upload_id: str,
+        offset: int,
+        chunks: AsyncIterable[bytes],
+        *,
+        length: int | None = None,
+        checksum: Checksum | None = None,
+        expires_at: datetime | None = None,
+    ) -> UploadState:
+        lease = await self._take_lease(upload_id, expires_at)
+        try:
+            record = lease.record
+            stored = int(record["offset"])
+            total = record.get("length")
+            if offset != stored:
+                raise UploadConflict(f"offset {offset}, but {stored} bytes are stored")
+            if length is not None:
+                if (total is not None and total != length) or length < stored:
+                    raise UploadConflict(f"length {length} does not fit the upload")
+                total = length
+            append = _Append(self, lease, total, checksum)
+            await append.run(chunks)
+        except BaseException as exc:
+            if not lease.released:
+                await self.cleanups.run(lease.release)
+            if isinstance(exc, PyMongoError):
+                raise StorageUnavailable(f"append to {upload_id} failed: {exc}") from exc
+            raise
+        return append.state
+
+    async def complete_upload(
+        self,
+        upload_id: str,
+        *,
+        content_type: str | None = None,
+        metadata: Mapping[str, Any] | None = None,
+    ) -> FileInfo:
+        from gridserve.storage.gridfs import file_info_from_document
+
+        lease = await self._take_lease(upload_id, None)
+        record = lease.record
+        files_id = record["_id"]
+        try:
+            length, size = record.get("length"), int(record["chunkSize"])
+            if length is None or int(record["offset"]) != length:
+                raise UploadConflict(f"upload {files_id} is not complete")
+            last_n = math.ceil(length / size) - 1
+            await self.chunks.delete_many({"files_id": files_id, "n": {"$gt": last_n}})
+            digests = self.running_digests.at(upload_id, length)
+            if digests is None:
+                digests = await self._digests_of_chunks(files_id, length, size)
+            meta = dict(metadata or {})
+            meta["sha256"] = digests.sha256
+            doc: dict[str, Any] = {
+                "_id": files_id,
+                "filename": record["name"],
+                "length": length,
+                "chunkSize": size,
+                "uploadDate": datetime.now(timezone.utc),
+                "md5": digests.md5,
+                "metadata": meta,
+            }
+            if content_type:
+                doc["contentType"] = content_type
+            try:
+                await settle(self.files.insert_one(doc))
+            except DuplicateKeyError:
+                # Only this upload makes a file with its id: a completion whose reply was
+                # lost inserted it already.
+                doc = await self.files.find_one({"_id": files_id}) or doc
+            await settle(self.uploads.delete_one({"_id": files_id}))
+        except BaseException as exc:
+            await self.cleanups.run(lease.release)
+            if isinstance(exc, PyMongoError):
+                raise StorageUnavailable(f"completion of {upload_id} failed: {exc}") from exc
+            raise
+        self.running_digests.forget(upload_id)
+        return file_info_from_document(doc)
+
+    async def terminate_upload(self, upload_id: str) -> None:
+        files_id, token = parse_upload_id(upload_id)
+        try:
+            _owned(await self.uploads.find_one({"_id": files_id}, {"token": 1}), token, upload_id)
+            await self.uploads.delete_one({"_id": files_id})
+            await self._discard_upload_chunks(files_id)
+        except PyMongoError as exc:
+            raise StorageUnavailable(str(exc)) from exc
+        self.running_digests.forget(upload_id)
+
+    async def expired_uploads(self, now: datetime, limit: int = 1000) -> builtins.list[UploadState]:
+        try:
+            cursor = self.uploads.find(
+                {"expiresAt": {"$lt": now}},
+                sort=[("expiresAt", ASCENDING)],
+                limit=limit,
+                batch_size=max(1, min(limit, 1000)),
+            )
+            records = [record async for record in cursor]
+        except PyMongoError as exc:
+            raise StorageUnavailable(str(exc)) from exc
+        # A record without a token is not one begin_upload wrote (the sweep judges its chunks).
+        return [state_of(r) for r in records if isinstance(r.get("token"), str) and "name" in r]
+
+    # -- helpers -------------------------------------------------------------------------
+
+    async def _take_lease(self, upload_id: str, expires_at: datetime | None) -> _Lease:
+        """The upload's lease, taken; :class:`UploadLocked` while another request holds it."""
+        files_id, token = parse_upload_id(upload_id)
+        lease = _Lease(self, files_id, upload_id)
+        now = datetime.now(timezone.utc)
+        change: dict[str, Any] = {"lease": {"owner": lease.owner, "until": lease.until(now)}}
+        if expires_at is not None:
+            change["expiresAt"] = _millis(expires_at)
+        try:
+            record = await self.uploads.find_one_and_update(
+                {"_id": files_id, "token": token, "lease.until": {"$lt": now}},
+                {"$set": change},
+                return_document=True,
+            )
+            if record is None:
+                _owned(
+                    await self.uploads.find_one({"_id": files_id}, {"token": 1}), token, upload_id
+                )
+                raise UploadLocked(f"upload {files_id} is being written by another request")
+        except PyMongoError as exc:
+            raise StorageUnavailable(str(exc)) from exc
+        lease.record = _owned(record, token, upload_id)
+        lease.renewed = time.monotonic()
+        return lease
+
+    async def _discard_upload_chunks(self, files_id: ObjectId) -> None:
+        """Deletes the chunks of an upload, unless a file owns them (a completed upload)."""
+        if await self.files.find_one({"_id": files_id}, {"_id": 1}) is None:
+            await self.chunks.delete_many({"files_id": files_id})
+
+    async def _digests_of_chunks(self, files_id: ObjectId, length: int, size: int) -> UploadDigests:
+        """md5 + sha256 of an upload's chunks read back, checking that they hold ``length``
+        bytes in order (:class:`CorruptFile` otherwise)."""
+        digests = UploadDigests()
+        expected = read = 0
+        cursor = self.chunks.find(
+            {"files_id": files_id},
+            {"_id": 0, "n": 1, "data": 1},
+            sort=[("n", ASCENDING)],
+            batch_size=max(1, self.read_ahead // size),
+        )
+        async for chunk in cursor:
+            data = chunk.get("data")
+            want = min(size, length - read)
+            if chunk.get("n") != expected or not isinstance(data, bytes) or len(data) != want:
+                raise CorruptFile(f"upload {files_id}: chunk {expected} is missing or wrong")
+            digests.update(data)
+            read += want
+            expected += 1
+        if read != length:
+            raise CorruptFile(f"upload {files_id}: {read} of {length} bytes stored")
+        return digests
+
+
+def _owned(record: Mapping[str, Any] | None, token: str, upload_id: str) -> Mapping[str, Any]:
+    """``record`` if its token is ``token``, else :class:`UploadNotFound` (no oracle)."""
+    stored = record.get("token") if record is not None else None
+    if not isinstance(stored, str) or not hmac.compare_digest(stored.encode(), token.encode()):
+        raise UploadNotFound(upload_id)
+    assert record is not None
+    return record
+
+
+class _Lease:
+    """One request's hold on an upload record."""
+
+    def __init__(self, storage: GridFSResumableUploads, files_id: ObjectId, upload_id: str):
+        self.storage = storage
+        self.files_id = files_id
+        self.upload_id = upload_id
+        self.owner = uuid.uuid4().hex
+        self.record: Mapping[str, Any] = {}
+        self.renewed = 0.0
+        self.released = False
+
+    def until(self, now: datetime) -> datetime:
+        return now + timedelta(seconds=self.storage.lease_seconds)
+
+    def mine(self) -> dict[str, Any]:
+        return {"_id": self.files_id, "lease.owner": self.owner}
+
+    async def fence(self) -> None:
+        """Before a write: renews the lease once a third of it has gone; :class:`UploadLocked`
+        if it was lost (expired and taken, or the upload terminated)."""
+        if time.monotonic() - self.renewed < self.storage.lease_seconds / 3:
+            return
+        now = datetime.now(timezone.utc)
+        result = await self.storage.uploads.update_one(
+            self.mine(), {"$set": {"lease.until": self.until(now)}}
+        )
+        if result.matched_count == 0:
+            await self.lost()
+        self.renewed = time.monotonic()
+
+    async def lost(self) -> None:
+        """The lease is gone: if the upload was terminated meanwhile, what this request wrote
+        is removed (:class:`UploadNotFound`), else another request holds it."""
+        self.released = True
+        if await self.storage.uploads.find_one({"_id": self.files_id}, {"_id": 1}) is None:
+            await self.storage._discard_upload_chunks(self.files_id)
+            raise UploadNotFound(self.upload_id)
+        raise UploadLocked(f"upload {self.files_id}: the lease expired during the append")
+
+    async def commit(self, change: dict[str, Any]) -> None:
+        """Stores ``change`` (the new offset...) if the lease is still this request's, and
+        releases it."""
+        update = {"$set": {**change, "lease": {"owner": "", "until": _FREE}}}
+        result = await settle(self.storage.uploads.update_one(self.mine(), update))
+        if result.matched_count == 0:
+            await self.lost()
+        self.released = True
+
+    async def release(self) -> None:
+        self.released = True
+        try:
+            await self.storage.uploads.update_one(
+                self.mine(), {"$set": {"lease": {"owner": "", "until": _FREE}}}
+            )
+        except PyMongoError as exc:  # it expires by itself
+            log.warning("lease of upload %s not released (%s)", self.files_id, exc)
+
+
+class _Append:
+    """One ``append_upload``: bytes from the stored offset on, into chunks, under a lease."""
+
+    def __init__(
+        self,
+        storage: GridFSResumableUploads,
+        lease: _Lease,
+        total: int | None,
+        checksum: Checksum | None,
+    ) -> None:
+        record = lease.record
+        self.storage, self.lease, self.total = storage, lease, total
+        self.files_id = record["_id"]
+        self.size = int(record["chunkSize"])
+        self.start = int(record["offset"])
+        self.head = bytes(record.get("head") or b"")
+        self.first, tail = divmod(self.start, self.size)  # the chunk holding the offset
+        self.tail_len = tail  # its bytes below the offset (0: it is not stored yet)
+        self.tail = b""
+        self.checksum = checksum.hasher() if checksum is not None else None
+        self.expected = checksum.digest if checksum is not None else b""
+        self.digests = storage.running_digests.at(lease.upload_id, self.start)
+        self.received = 0
+        self.buffer = bytearray()
+        self.n = self.first  # the chunk ``buffer`` fills
+        self.pending: list[dict[str, Any]] = []
+        self.state: UploadState = state_of(record)
+
+    async def run(self, chunks: AsyncIterable[bytes]) -> None:
+        await self._prepare()
+        failure: Exception | None = None
+        iterator: AsyncIterator[bytes] = aiter(chunks)
+        while True:
+            try:
+                piece = await anext(iterator)
+            except StopAsyncIteration:
+                break
+            except Exception as exc:  # the client went away: keep what came (no checksum)
+                failure = exc
+                break
+            if self.total is not None and self.start + self.received + len(piece) > self.total:
+                failure = UploadConflict(f"bytes past the length {self.total}")
+                piece = piece[: self.total - self.start - self.received]
+            await self._take(piece)
+            if failure is not None:
+                break
+        if self.checksum is not None and (
+            failure is not None or not hmac.compare_digest(self.checksum.digest(), self.expected)
+        ):
+            await self._restore()
+            await self.lease.release()
+            raise failure or ChecksumMismatch(f"upload {self.files_id}: checksum mismatch")
+        await self._flush(final=True)
+        await self._commit()
+        if failure is not None:
+            raise failure
+
+    async def _prepare(self) -> None:
+        """Removes chunks past the offset (a crashed append's) and reads the tail."""
+        chunks = self.storage.chunks
+        past = {"$gt": self.first} if self.tail_len else {"$gte": self.first}
+        await chunks.delete_many({"files_id": self.files_id, "n": past})
+        if self.tail_len:
+            doc = await chunks.find_one({"files_id": self.files_id, "n": self.first})
+            data = doc.get("data") if doc is not None else None
+            if not isinstance(data, bytes) or len(data) < self.tail_len:
+                raise CorruptFile(f"upload {self.files_id}: chunk {self.first} is short")
+            self.tail = data[: self.tail_len]
+            self.buffer += self.tail
+
+    async def _take(self, piece: bytes) -> None:
+        if not piece:
+            return
+        if self.checksum is not None:
+            self.checksum.update(piece)
+        if self.digests is not None:
+            self.digests.update(piece)
+        if len(self.head) < HEAD_BYTES:
+            self.head += piece[: HEAD_BYTES - len(self.head)]
+        self.received += len(piece)
+        self.buffer += piece
+        await self._flush(final=False)
+
+    async def _flush(self, *, final: bool) -> None:
+        """Writes the full chunks in the buffer once a batch is pending (``final``: all of
+        them, and the partial last chunk)."""
+        size = self.size
+        batch = max(1, self.storage.insert_batch // size)
+        while len(self.buffer) >= size or (final and self.buffer):
+            data = bytes(self.buffer[:size])
+            del self.buffer[:size]
+            if self.n == self.first and self.tail_len:
+                # The stored tail chunk: rewritten in place, its first bytes unchanged.
+                await self.lease.fence()
+                await settle(
+                    self.storage.chunks.update_one(
+                        {"files_id": self.files_id, "n": self.n}, {"$set": {"data": data}}
+                    )
+                )
+            else:
+                self.pending.append({"files_id": self.files_id, "n": self.n, "data": data})
+            self.n += 1
+            if len(self.pending) >= batch:
+                await self._insert_pending()
+        if final and self.pending:
+            await self._insert_pending()
+
+    async def _insert_pending(self) -> None:
+        await self.lease.fence()
+        await settle(self.storage.chunks.insert_many(self.pending, ordered=True))
+        self.pending = []
+
+    async def _restore(self) -> None:
+        """Discards this append's bytes: chunks past the offset deleted, the tail put back."""
+        self.pending = []
+        chunks = self.storage.chunks
+        past = {"$gt": self.first} if self.tail_len else {"$gte": self.first}
+        await settle(chunks.delete_many({"files_id": self.files_id, "n": past}))
+        if self.tail_len:
+            await settle(
+                chunks.update_one(
+                    {"files_id": self.files_id, "n": self.first}, {"$set": {"data": self.tail}}
+                )
+            )
+
+    async def _commit(self) -> None:
+        offset = self.start + self.received
+        await self.lease.commit({"offset": offset, "length": self.total, "head": self.head})
+        upload_id = self.lease.upload_id
+        if self.digests is not None:
+            self.storage.running_digests.store(upload_id, offset, self.digests)
+        else:
+            self.storage.running_digests.forget(upload_id)
+        record = dict(self.lease.record, offset=offset, length=self.total, head=self.head)
+        self.state = state_of(record)

@@ -1,0 +1,278 @@
+"""GridFS resumable uploads, what only GridFS promises: the lease across processes (two
+storages on their own clients stand for two processes or hosts), crash leftovers in the chunks,
+nothing in ``fs.files`` before completion, the sweep and the upload records."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import os
+from collections.abc import AsyncIterator
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+import pytest
+from bson import ObjectId
+from pymongo import AsyncMongoClient
+
+from gridserve.storage import FileNotFound
+from gridserve.storage.gridfs import GridFSStorage
+from gridserve.storage.resumable import (
+    Checksum,
+    ChecksumMismatch,
+    UploadConflict,
+    UploadLocked,
+    UploadNotFound,
+)
+from gridserve.sweep import sweep
+from tests.test_storage_contract import pieces, read_all
+
+DATA = os.urandom(10_000)
+SOON = timedelta(hours=1)
+
+
+def later(delta: timedelta = SOON) -> datetime:
+    return datetime.now(timezone.utc) + delta
+
+
+@pytest.fixture
+async def other_db(mongo_uri: str, db_name: str) -> AsyncIterator[Any]:
+    """The test's database through a client of its own: another process, another host."""
+    client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(mongo_uri)
+    yield client[db_name]
+    await client.close()
+
+
+def small(db: Any, **options: Any) -> GridFSStorage:
+    """Chunks of 1000 bytes, inserted two at a time: appends cross chunks and batches."""
+    return GridFSStorage(db, chunk_size=1000, insert_batch=2000, **options)
+
+
+async def begin(storage: GridFSStorage, length: int | None = len(DATA)) -> str:
+    state = await storage.begin_upload(
+        "clip.mp4",
+        length=length,
+        owner="ann",
+        metadata={"filename": "clip.mp4"},
+        expires_at=later(),
+    )
+    return state.id
+
+
+async def held(data: bytes, gate: asyncio.Event, started: asyncio.Event) -> AsyncIterator[bytes]:
+    """``data`` in two halves, the second once ``gate`` is set: an append in progress."""
+    yield data[: len(data) // 2]
+    started.set()
+    await gate.wait()
+    yield data[len(data) // 2 :]
+
+
+def chunk_lengths(sync_db: Any, files_id: ObjectId) -> list[tuple[int, int]]:
+    return [
+        (doc["n"], len(doc["data"]))
+        for doc in sync_db["fs.chunks"].find({"files_id": files_id}).sort("n", 1)
+    ]
+
+
+async def test_one_append_at_a_time_across_processes(async_db: Any, other_db: Any) -> None:
+    first, second = small(async_db), small(other_db)
+    upload_id = await begin(first)
+    gate, started = asyncio.Event(), asyncio.Event()
+    appending = asyncio.create_task(
+        first.append_upload(upload_id, 0, held(DATA[:4000], gate, started))
+    )
+    await started.wait()
+    with pytest.raises(UploadLocked):
+        await second.append_upload(upload_id, 0, pieces(b"z" * 10))
+    with pytest.raises(UploadLocked):  # the same process, another request: locked too
+        await first.append_upload(upload_id, 0, pieces(b"z" * 10))
+    gate.set()
+    assert (await appending).offset == 4000
+    # Released: the other process resumes where the first left off, and finishes.
+    state = await second.append_upload(upload_id, 4000, pieces(DATA[4000:]))
+    assert state.offset == len(DATA) and state.complete
+    info = await second.complete_upload(upload_id, content_type="video/mp4")
+    assert await read_all(first, await first.resolve("clip.mp4")) == DATA
+    assert info.md5 == hashlib.md5(DATA).hexdigest()  # re-read: no process saw every byte
+    assert info.metadata["sha256"] == hashlib.sha256(DATA).hexdigest()
+
+
+async def test_a_dead_process_lease_expires(async_db: Any, sync_db: Any) -> None:
+    storage = small(async_db, lease_seconds=1.0)
+    upload_id = await begin(storage)
+    files_id = ObjectId(upload_id[:24])
+    # A process that took the lease and died: nobody releases it.
+    sync_db["fs.uploads"].update_one(
+        {"_id": files_id},
+        {"$set": {"lease": {"owner": "dead", "until": later(timedelta(seconds=1))}}},
+    )
+    with pytest.raises(UploadLocked):
+        await storage.append_upload(upload_id, 0, pieces(DATA[:10]))
+    await asyncio.sleep(1.2)
+    assert (await storage.append_upload(upload_id, 0, pieces(DATA[:10]))).offset == 10
+
+
+async def test_a_long_append_keeps_its_lease(async_db: Any, other_db: Any) -> None:
+    first, second = small(async_db, lease_seconds=0.9), small(other_db, lease_seconds=0.9)
+    upload_id = await begin(first)
+
+    async def slowly() -> AsyncIterator[bytes]:
+        for i in range(0, len(DATA), 1000):  # ~2.5 s: the lease lasts 0.9 s
+            yield DATA[i : i + 1000]
+            await asyncio.sleep(0.25)
+
+    appending = asyncio.create_task(first.append_upload(upload_id, 0, slowly()))
+    refused = 0
+    while not appending.done():
+        await asyncio.sleep(0.2)
+        with pytest.raises((UploadLocked, UploadConflict)):
+            await second.append_upload(upload_id, 0, pieces(b"z"))
+        refused += 1
+    assert refused >= 10 and (await appending).offset == len(DATA)
+    info = await first.complete_upload(upload_id)
+    assert await read_all(first, info) == DATA
+
+
+async def test_chunks_left_by_a_crash_are_overwritten(
+    async_db: Any, other_db: Any, sync_db: Any
+) -> None:
+    storage = small(async_db)
+    upload_id = await begin(storage)
+    files_id = ObjectId(upload_id[:24])
+    await storage.append_upload(upload_id, 0, pieces(DATA[:2500]))
+    assert chunk_lengths(sync_db, files_id) == [(0, 1000), (1, 1000), (2, 500)]
+    # A process wrote its chunks and died before the offset update: the tail chunk rewritten
+    # longer, two chunks past it.
+    junk = b"J" * 1000
+    sync_db["fs.chunks"].update_one(
+        {"files_id": files_id, "n": 2}, {"$set": {"data": DATA[2000:2500] + junk[:500]}}
+    )
+    sync_db["fs.chunks"].insert_many([{"files_id": files_id, "n": n, "data": junk} for n in (3, 4)])
+    resumed = small(other_db)  # another process resumes: it knows no digests
+    assert (await resumed.upload_state(upload_id)).offset == 2500
+    await resumed.append_upload(upload_id, 2500, pieces(DATA[2500:3200]))
+    assert chunk_lengths(sync_db, files_id) == [(0, 1000), (1, 1000), (2, 1000), (3, 200)]
+    await resumed.append_upload(upload_id, 3200, pieces(DATA[3200:]))
+    info = await resumed.complete_upload(upload_id)
+    assert await read_all(resumed, info) == DATA
+    assert info.md5 == hashlib.md5(DATA).hexdigest()
+
+
+async def test_nothing_is_visible_before_completion(async_db: Any, sync_db: Any) -> None:
+    storage = small(async_db)
+    upload_id = await begin(storage)
+    await storage.append_upload(upload_id, 0, pieces(DATA[:9000]))
+    assert sync_db["fs.chunks"].count_documents({}) == 9
+    assert sync_db["fs.files"].count_documents({}) == 0
+    for key in ("clip.mp4", upload_id[:24]):
+        with pytest.raises(FileNotFound):
+            await storage.resolve(key)
+    assert [info async for info in storage.list()] == []
+    with pytest.raises(UploadConflict):  # not complete yet
+        await storage.complete_upload(upload_id)
+    assert sync_db["fs.files"].count_documents({}) == 0
+    await storage.append_upload(upload_id, 9000, pieces(DATA[9000:]))
+    info = await storage.complete_upload(upload_id)
+    assert [found.id async for found in storage.list()] == [info.id]
+    assert sync_db["fs.uploads"].count_documents({}) == 0
+    with pytest.raises(UploadNotFound):
+        await storage.upload_state(upload_id)
+
+
+async def test_the_file_document_is_the_one_save_writes(async_db: Any, sync_db: Any) -> None:
+    from gridfs import AsyncGridFSBucket
+
+    storage = small(async_db)
+    saved = await storage.save(
+        "saved.mp4", pieces(DATA), content_type="video/mp4", metadata={"a": 1}
+    )
+    upload_id = await begin(storage)
+    for start in range(0, len(DATA), 3333):  # appends that do not fall on chunk boundaries
+        await storage.append_upload(upload_id, start, pieces(DATA[start : start + 3333]))
+    info = await storage.complete_upload(upload_id, content_type="video/mp4", metadata={"a": 1})
+    assert info.id == ObjectId(upload_id[:24])
+    by_save = sync_db["fs.files"].find_one({"_id": saved.id})
+    by_upload = sync_db["fs.files"].find_one({"_id": info.id})
+    assert sorted(by_upload) == sorted(by_save)
+    for field in ("length", "chunkSize", "md5", "metadata", "contentType"):
+        assert by_upload[field] == by_save[field], field
+    stream = await AsyncGridFSBucket(async_db).open_download_stream(info.id)
+    assert await stream.read() == DATA  # a standard GridFS file
+
+
+async def test_a_checksum_mismatch_restores_the_tail(async_db: Any, sync_db: Any) -> None:
+    storage = small(async_db)
+    upload_id = await begin(storage)
+    files_id = ObjectId(upload_id[:24])
+    await storage.append_upload(upload_id, 0, pieces(DATA[:2500]))
+    wrong = Checksum("sha256", hashlib.sha256(b"other").digest())
+    with pytest.raises(ChecksumMismatch):
+        await storage.append_upload(upload_id, 2500, pieces(DATA[2500:6000], 700), checksum=wrong)
+    assert (await storage.upload_state(upload_id)).offset == 2500
+    assert chunk_lengths(sync_db, files_id) == [(0, 1000), (1, 1000), (2, 500)]
+    chunk = sync_db["fs.chunks"].find_one({"files_id": files_id, "n": 2})
+    assert chunk["data"] == DATA[2000:2500]
+    right = Checksum("sha1", hashlib.sha1(DATA[2500:]).digest())
+    await storage.append_upload(upload_id, 2500, pieces(DATA[2500:]), checksum=right)
+    assert await read_all(storage, await storage.complete_upload(upload_id)) == DATA
+
+
+async def test_a_client_gone_keeps_what_came(async_db: Any) -> None:
+    storage = small(async_db)
+    upload_id = await begin(storage)
+
+    async def broken() -> AsyncIterator[bytes]:
+        yield DATA[:3700]
+        raise ConnectionResetError
+
+    with pytest.raises(ConnectionResetError):
+        await storage.append_upload(upload_id, 0, broken())
+    assert (await storage.upload_state(upload_id)).offset == 3700
+    await storage.append_upload(upload_id, 3700, pieces(DATA[3700:]))
+    info = await storage.complete_upload(upload_id)
+    assert await read_all(storage, info) == DATA
+    assert info.md5 == hashlib.md5(DATA).hexdigest()  # from this process's running digests
+
+
+async def test_terminate_leaves_nothing(async_db: Any, sync_db: Any) -> None:
+    storage = small(async_db)
+    upload_id = await begin(storage)
+    await storage.append_upload(upload_id, 0, pieces(DATA[:5500]))
+    with pytest.raises(UploadNotFound):  # the token is the authority: a wrong one is unknown
+        await storage.terminate_upload(upload_id[:25] + "x" * (len(upload_id) - 25))
+    await storage.terminate_upload(upload_id)
+    assert sync_db["fs.chunks"].count_documents({}) == 0
+    assert sync_db["fs.uploads"].count_documents({}) == 0
+    for call in (storage.upload_state(upload_id), storage.terminate_upload(upload_id)):
+        with pytest.raises(UploadNotFound):
+            await call
+
+
+async def test_wrong_or_malformed_ids_are_unknown(async_db: Any) -> None:
+    storage = small(async_db)
+    upload_id = await begin(storage)
+    for bad in ("", "x", upload_id[:24], upload_id + "a", "z" * 24 + upload_id[24:]):
+        with pytest.raises(UploadNotFound):
+            await storage.upload_state(bad)
+        with pytest.raises(UploadNotFound):
+            await storage.append_upload(bad, 0, pieces(b"x"))
+    assert (await storage.upload_state(upload_id)).offset == 0  # no lease left behind
+
+
+async def test_the_sweep_keeps_unexpired_uploads(async_db: Any, sync_db: Any) -> None:
+    storage = small(async_db)
+    upload_id = await begin(storage)
+    files_id = ObjectId(upload_id[:24])
+    await storage.append_upload(upload_id, 0, pieces(DATA[:4500]))
+    await asyncio.sleep(0.01)
+    report = await sweep(storage, grace=0, repair=True)  # everything is old enough
+    assert report.leftovers == []
+    assert sync_db["fs.chunks"].count_documents({"files_id": files_id}) == 5
+    assert await storage.expired_uploads(datetime.now(timezone.utc)) == []
+    # Expired: the upload's own list names it, and the sweep of orphans takes its chunks.
+    await storage.append_upload(upload_id, 4500, pieces(b""), expires_at=later(-SOON))
+    expired = await storage.expired_uploads(datetime.now(timezone.utc))
+    assert [state.id for state in expired] == [upload_id]
+    assert "expiresAt_1" in sync_db["fs.uploads"].index_information()
+    await storage.terminate_upload(upload_id)
+    assert sync_db["fs.chunks"].count_documents({}) == 0
