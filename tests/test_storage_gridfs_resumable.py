@@ -276,3 +276,28 @@ async def test_the_sweep_keeps_unexpired_uploads(async_db: Any, sync_db: Any) ->
     assert "expiresAt_1" in sync_db["fs.uploads"].index_information()
     await storage.terminate_upload(upload_id)
     assert sync_db["fs.chunks"].count_documents({}) == 0
+
+
+async def test_a_cancelled_append_keeps_what_came(async_db: Any, sync_db: Any) -> None:
+    """A shutdown cancels the append: the bytes received are kept as when the client goes
+    away, and the lease is free at once (not after it expires)."""
+    storage = small(async_db)
+    upload_id = await begin(storage)
+    await storage.append_upload(upload_id, 0, pieces(DATA[:1500]))  # a tail to rewrite
+    gate, started = asyncio.Event(), asyncio.Event()
+    appending = asyncio.create_task(
+        storage.append_upload(upload_id, 1500, held(DATA[1500:6700], gate, started))
+    )
+    await started.wait()
+    appending.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await appending
+    state = await storage.upload_state(upload_id)
+    assert state.offset == 1500 + 2600
+    assert chunk_lengths(sync_db, ObjectId(upload_id[:24])) == [(n, 1000) for n in range(4)] + [
+        (4, 100)
+    ]
+    await storage.append_upload(upload_id, state.offset, pieces(DATA[state.offset :]))
+    info = await storage.complete_upload(upload_id)
+    assert await read_all(storage, info) == DATA
+    assert info.md5 == hashlib.md5(DATA).hexdigest()

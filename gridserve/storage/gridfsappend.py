@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, Any
 from bson import ObjectId
 from pymongo.errors import PyMongoError
 
-from gridserve.storage.base import CorruptFile
+from gridserve.storage.base import CorruptFile, StorageError
 from gridserve.storage.resumable import (
     HEAD_BYTES,
     Checksum,
@@ -137,6 +137,7 @@ class Append:
         self.buffer = bytearray()
         self.n = self.first  # the chunk ``buffer`` fills
         self.pending: list[dict[str, Any]] = []
+        self.prepared = False  # the buffer starts with the tail: salvage() may write it
         self.record: Mapping[str, Any] = record  # the record once committed
 
     async def run(self, chunks: AsyncIterable[bytes]) -> None:
@@ -180,6 +181,7 @@ class Append:
                 raise CorruptFile(f"upload {self.files_id}: chunk {self.first} is short")
             self.tail = data[: self.tail_len]
             self.buffer += self.tail
+        self.prepared = True
 
     async def _take(self, piece: bytes) -> None:
         if not piece:
@@ -201,7 +203,6 @@ class Append:
         batch = max(1, self.storage.insert_batch // size)
         while len(self.buffer) >= size or (final and self.buffer):
             data = bytes(self.buffer[:size])
-            del self.buffer[:size]
             if self.n == self.first and self.tail_len:
                 # The stored tail chunk: rewritten in place, its first bytes unchanged.
                 await self.lease.fence()
@@ -212,6 +213,8 @@ class Append:
                 )
             else:
                 self.pending.append({"files_id": self.files_id, "n": self.n, "data": data})
+            # Only now: a cancelled write leaves the chunk in the buffer for salvage().
+            del self.buffer[:size]
             self.n += 1
             if len(self.pending) >= batch:
                 await self._insert_pending()
@@ -222,6 +225,22 @@ class Append:
         await self.lease.fence()
         await settle(self.storage.chunks.insert_many(self.pending, ordered=True))
         self.pending = []
+
+    async def salvage(self) -> None:
+        """After a cancellation (a shutdown) with no checksum: keeps what was received, as
+        when the client goes away. Chunks of a batch whose insert was cut are inserted
+        again (deleted first: it may have landed). Best effort: the lease is the caller's
+        to release if this fails."""
+        if not self.prepared or self.lease.released:
+            return
+        try:
+            if self.pending:
+                past = {"$gte": self.pending[0]["n"]}
+                await self.storage.chunks.delete_many({"files_id": self.files_id, "n": past})
+            await self._flush(final=True)
+            await self._commit()
+        except (PyMongoError, StorageError) as exc:
+            log.warning("upload %s: bytes of a cancelled append not kept (%s)", self.files_id, exc)
 
     async def _restore(self) -> None:
         """Discards this append's bytes: chunks past the offset deleted, the tail put back."""

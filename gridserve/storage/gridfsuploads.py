@@ -26,6 +26,7 @@ this process saw every append, else from reading the chunks back at completion.
 
 from __future__ import annotations
 
+import asyncio
 import builtins
 import hmac
 import logging
@@ -191,6 +192,8 @@ class GridFSResumableUploads:
         expires_at: datetime | None = None,
     ) -> UploadState:
         lease = await self._take_lease(upload_id, expires_at)
+        append: Append | None = None
+        self.cleanups.save_started()  # close() lets it end
         try:
             record = lease.record
             stored = int(record["offset"])
@@ -205,11 +208,15 @@ class GridFSResumableUploads:
             await append.run(chunks)
             state = state_of(append.record)
         except BaseException as exc:
+            if isinstance(exc, asyncio.CancelledError) and append is not None and not checksum:
+                await self.cleanups.run(append.salvage)
             if not lease.released:
                 await self.cleanups.run(lease.release)
             if isinstance(exc, PyMongoError):
                 raise StorageUnavailable(f"append to {upload_id} failed: {exc}") from exc
             raise
+        finally:
+            self.cleanups.save_ended()
         return state
 
     async def complete_upload(
