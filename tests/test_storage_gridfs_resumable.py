@@ -301,3 +301,33 @@ async def test_a_cancelled_append_keeps_what_came(async_db: Any, sync_db: Any) -
     info = await storage.complete_upload(upload_id)
     assert await read_all(storage, info) == DATA
     assert info.md5 == hashlib.md5(DATA).hexdigest()
+
+
+async def test_memory_stays_bounded(async_db: Any, other_db: Any) -> None:
+    """24 MiB in 4 MiB appends, two processes taking turns (so completion reads the chunks
+    back for the digests): peak RSS grows by a few batches, not by the upload."""
+    from tests.conftest import report_figure
+    from tests.test_upload_memory import MIB, peak_rss, reset_peak
+
+    storages = [GridFSStorage(async_db), GridFSStorage(other_db)]
+    size = 24 * MIB
+    upload_id = await begin(storages[0], size)
+    block = os.urandom(64 * 1024)
+    md5 = hashlib.md5(usedforsecurity=False)
+
+    async def append(count: int) -> AsyncIterator[bytes]:
+        for _ in range(count):
+            md5.update(block)
+            yield block
+
+    reset_peak()
+    before = peak_rss()
+    for i, offset in enumerate(range(0, size, 4 * MIB)):
+        await storages[i % 2].append_upload(upload_id, offset, append(4 * MIB // len(block)))
+    info = await storages[0].complete_upload(upload_id)
+    growth = peak_rss() - before
+    assert info.length == size and info.md5 == md5.hexdigest()
+    report_figure(
+        f"gridfs: 24 MiB tus upload in 4 MiB appends grew peak RSS by {growth / MIB:.1f} MiB"
+    )
+    assert growth < 24 * MIB
