@@ -331,3 +331,40 @@ async def test_memory_stays_bounded(async_db: Any, other_db: Any) -> None:
         f"gridfs: 24 MiB tus upload in 4 MiB appends grew peak RSS by {growth / MIB:.1f} MiB"
     )
     assert growth < 24 * MIB
+
+
+async def test_terminated_during_an_append(async_db: Any, other_db: Any, sync_db: Any) -> None:
+    """Another process terminates the upload while an append writes: the append ends with
+    UploadNotFound and removes what it wrote after the termination."""
+    first, second = small(async_db), small(other_db)
+    upload_id = await begin(first)
+    gate, started = asyncio.Event(), asyncio.Event()
+    appending = asyncio.create_task(first.append_upload(upload_id, 0, held(DATA, gate, started)))
+    await started.wait()
+    await second.terminate_upload(upload_id)
+    gate.set()  # the second half is written now, after the termination
+    with pytest.raises(UploadNotFound):
+        await appending
+    assert sync_db["fs.chunks"].count_documents({}) == 0
+    assert sync_db["fs.uploads"].count_documents({}) == 0
+
+
+async def test_a_stalled_append_that_lost_its_lease_writes_nothing(
+    async_db: Any, other_db: Any
+) -> None:
+    """An append stalled past its lease (a frozen process) is taken over; when it wakes, its
+    next write finds the lease gone (UploadLocked) and the taker's bytes stay intact."""
+    first, second = small(async_db, lease_seconds=0.6), small(other_db, lease_seconds=0.6)
+    upload_id = await begin(first)
+    gate, started = asyncio.Event(), asyncio.Event()
+    other = bytes(reversed(DATA))
+    stalled = asyncio.create_task(first.append_upload(upload_id, 0, held(other, gate, started)))
+    await started.wait()
+    await asyncio.sleep(0.8)
+    assert (await second.append_upload(upload_id, 0, pieces(DATA))).complete
+    gate.set()
+    with pytest.raises(UploadLocked):
+        await stalled
+    info = await second.complete_upload(upload_id)
+    assert await read_all(second, info) == DATA
+    assert info.md5 == hashlib.md5(DATA).hexdigest()

@@ -243,8 +243,10 @@ class Append:
             log.warning("upload %s: bytes of a cancelled append not kept (%s)", self.files_id, exc)
 
     async def _restore(self) -> None:
-        """Discards this append's bytes: chunks past the offset deleted, the tail put back."""
+        """Discards this append's bytes: chunks past the offset deleted, the tail put back
+        (unless the lease was lost: they are then another request's)."""
         self.pending = []
+        await self.lease.fence()
         chunks = self.storage.chunks
         past = {"$gt": self.first} if self.tail_len else {"$gte": self.first}
         await settle(chunks.delete_many({"files_id": self.files_id, "n": past}))
