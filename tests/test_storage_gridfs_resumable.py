@@ -7,6 +7,9 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import os
+import signal
+import subprocess
+import sys
 from collections.abc import AsyncIterator
 from datetime import datetime, timedelta, timezone
 from typing import Any
@@ -29,6 +32,28 @@ from tests.test_storage_contract import pieces, read_all
 
 DATA = os.urandom(10_000)
 SOON = timedelta(hours=1)
+
+# Another process appends garbage (one chunk at a time), says so, then hangs: the test kills it
+# with SIGKILL between its chunk inserts and its offset update, holding a 2 s lease.
+CHILD = """
+import asyncio, sys
+from pymongo import AsyncMongoClient
+from gridserve.storage.gridfs import GridFSStorage
+
+async def main():
+    client = AsyncMongoClient(sys.argv[1])
+    db = client[sys.argv[2]]
+    storage = GridFSStorage(db, chunk_size=1000, insert_batch=1000, lease_seconds=2)
+
+    async def chunks():
+        yield b"G" * 3700
+        print("written", flush=True)
+        await asyncio.sleep(3600)
+
+    await storage.append_upload(sys.argv[3], 2500, chunks())
+
+asyncio.run(main())
+"""
 
 
 def later(delta: timedelta = SOON) -> datetime:
@@ -141,8 +166,9 @@ async def test_chunks_left_by_a_crash_are_overwritten(
     files_id = ObjectId(upload_id[:24])
     await storage.append_upload(upload_id, 0, pieces(DATA[:2500]))
     assert chunk_lengths(sync_db, files_id) == [(0, 1000), (1, 1000), (2, 500)]
-    # A process wrote its chunks and died before the offset update: the tail chunk rewritten
-    # longer, two chunks past it.
+    # A process took the lease (marking the record not clean), wrote its chunks and died
+    # before the offset update: the tail chunk rewritten longer, two chunks past it.
+    sync_db["fs.uploads"].update_one({"_id": files_id}, {"$set": {"clean": False}})
     junk = b"J" * 1000
     sync_db["fs.chunks"].update_one(
         {"files_id": files_id, "n": 2}, {"$set": {"data": DATA[2000:2500] + junk[:500]}}
@@ -367,4 +393,37 @@ async def test_a_stalled_append_that_lost_its_lease_writes_nothing(
         await stalled
     info = await second.complete_upload(upload_id)
     assert await read_all(second, info) == DATA
+    assert info.md5 == hashlib.md5(DATA).hexdigest()
+
+
+async def test_a_process_killed_mid_append(
+    async_db: Any, sync_db: Any, mongo_uri: str, db_name: str
+) -> None:
+    storage = small(async_db)
+    upload_id = await begin(storage)
+    files_id = ObjectId(upload_id[:24])
+    await storage.append_upload(upload_id, 0, pieces(DATA[:2500]))
+    child = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", CHILD, mongo_uri, db_name, upload_id, stdout=subprocess.PIPE
+    )
+    try:
+        assert child.stdout is not None
+        line = await asyncio.wait_for(child.stdout.readline(), 60)
+        assert line.strip() == b"written"
+        with pytest.raises(UploadLocked):  # the other process holds the lease
+            await storage.append_upload(upload_id, 2500, pieces(DATA[2500:]))
+    finally:
+        child.send_signal(signal.SIGKILL)
+        await asyncio.wait_for(child.wait(), 30)
+    # Written, never counted: the tail chunk rewritten with garbage after its first 500
+    # bytes, three chunks past it.
+    assert chunk_lengths(sync_db, files_id) == [(n, 1000) for n in range(6)]
+    assert (await storage.upload_state(upload_id)).offset == 2500
+    await asyncio.sleep(2.1)  # the lease dies with the process, after its time
+    resumed = small(async_db)  # a fresh process: no digests
+    await resumed.append_upload(upload_id, 2500, pieces(DATA[2500:7000]))
+    assert chunk_lengths(sync_db, files_id) == [(n, 1000) for n in range(7)]
+    await resumed.append_upload(upload_id, 7000, pieces(DATA[7000:]))
+    info = await resumed.complete_upload(upload_id)
+    assert await read_all(resumed, info) == DATA
     assert info.md5 == hashlib.md5(DATA).hexdigest()

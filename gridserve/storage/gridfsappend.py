@@ -6,10 +6,12 @@ lease it holds and the chunks it writes.
 inserts it (so nothing is visible before, and completion is one insert). Invariant: the
 chunks hold bytes ``[0, offset)`` exactly, except that the chunk holding the offset may
 carry more bytes than the offset covers and chunks past it may exist (an append that died
-between its writes and its offset update). Every append therefore starts by deleting the
-chunks past the offset and reading that chunk cut to the offset; the tail chunk is
-rewritten *in place* (its first bytes never change), so a crash at any point leaves
-``[0, offset)`` intact.
+between its writes and its offset update). Taking the lease for an append marks the record
+not ``clean`` and the offset update marks it clean again, so an append after a crash (and
+only then: on FerretDB that query scans) starts by deleting the chunks past the offset. It
+reads the chunk holding the offset by its ``_id`` (``tailChunk`` in the record) cut to the
+offset, and rewrites it *in place* (its first bytes never change), so a crash at any point
+leaves ``[0, offset)`` intact.
 
 **Lease.** An append (and a completion) first takes the record's lease in one
 ``find_one_and_update`` (free when ``lease.until`` is past): a second request, in this
@@ -130,6 +132,8 @@ class Append:
         self.first, tail = divmod(self.start, self.size)  # the chunk holding the offset
         self.tail_len = tail  # its bytes below the offset (0: it is not stored yet)
         self.tail = b""
+        self.tail_id: Any = None  # its _id
+        self.last_id: Any = None  # the _id of the last chunk written
         self.checksum = checksum.hasher() if checksum is not None else None
         self.expected = checksum.digest if checksum is not None else b""
         self.digests = storage.running_digests.at(lease.upload_id, self.start)
@@ -170,15 +174,28 @@ class Append:
             raise failure
 
     async def _prepare(self) -> None:
-        """Removes chunks past the offset (a crashed append's) and reads the tail."""
+        """Removes chunks past the offset (a crashed append's: only when the last append did
+        not commit) and reads the tail chunk (by its ``_id``, kept in the record)."""
         chunks = self.storage.chunks
-        past = {"$gt": self.first} if self.tail_len else {"$gte": self.first}
-        await chunks.delete_many({"files_id": self.files_id, "n": past})
+        if not self.lease.record.get("clean"):
+            past = {"$gt": self.first} if self.tail_len else {"$gte": self.first}
+            await chunks.delete_many({"files_id": self.files_id, "n": past})
         if self.tail_len:
-            doc = await chunks.find_one({"files_id": self.files_id, "n": self.first})
+            known = self.lease.record.get("tailChunk")
+            doc = await chunks.find_one(
+                {"_id": known}
+                if known is not None
+                else {"files_id": self.files_id, "n": self.first}
+            )
             data = doc.get("data") if doc is not None else None
-            if not isinstance(data, bytes) or len(data) < self.tail_len:
-                raise CorruptFile(f"upload {self.files_id}: chunk {self.first} is short")
+            if (
+                doc is None
+                or (doc.get("files_id"), doc.get("n")) != (self.files_id, self.first)
+                or not isinstance(data, bytes)
+                or len(data) < self.tail_len
+            ):
+                raise CorruptFile(f"upload {self.files_id}: chunk {self.first} is missing or short")
+            self.tail_id = doc["_id"]
             self.tail = data[: self.tail_len]
             self.buffer += self.tail
         self.prepared = True
@@ -207,12 +224,14 @@ class Append:
                 # The stored tail chunk: rewritten in place, its first bytes unchanged.
                 await self.lease.fence()
                 await settle(
-                    self.storage.chunks.update_one(
-                        {"files_id": self.files_id, "n": self.n}, {"$set": {"data": data}}
-                    )
+                    self.storage.chunks.update_one({"_id": self.tail_id}, {"$set": {"data": data}})
                 )
+                self.last_id = self.tail_id
             else:
-                self.pending.append({"files_id": self.files_id, "n": self.n, "data": data})
+                self.last_id = ObjectId()
+                self.pending.append(
+                    {"_id": self.last_id, "files_id": self.files_id, "n": self.n, "data": data}
+                )
             # Only now: a cancelled write leaves the chunk in the buffer for salvage().
             del self.buffer[:size]
             self.n += 1
@@ -251,18 +270,17 @@ class Append:
         past = {"$gt": self.first} if self.tail_len else {"$gte": self.first}
         await settle(chunks.delete_many({"files_id": self.files_id, "n": past}))
         if self.tail_len:
-            await settle(
-                chunks.update_one(
-                    {"files_id": self.files_id, "n": self.first}, {"$set": {"data": self.tail}}
-                )
-            )
+            await settle(chunks.update_one({"_id": self.tail_id}, {"$set": {"data": self.tail}}))
 
     async def _commit(self) -> None:
         offset = self.start + self.received
-        await self.lease.commit({"offset": offset, "length": self.total, "head": self.head})
+        # The chunk holding the new offset, if it is partial: the last one written.
+        tail_id = self.last_id if offset % self.size else None
+        change = {"offset": offset, "length": self.total, "head": self.head}
+        await self.lease.commit({**change, "clean": True, "tailChunk": tail_id})
         upload_id = self.lease.upload_id
         if self.digests is not None:
             self.storage.running_digests.store(upload_id, offset, self.digests)
         else:
             self.storage.running_digests.forget(upload_id)
-        self.record = dict(self.lease.record, offset=offset, length=self.total, head=self.head)
+        self.record = dict(self.lease.record, **change)

@@ -6,7 +6,7 @@
 
     {_id: <files_id>, token, name, length (None: deferred), offset, owner,
      metadata: [{key, value}, ...], head, chunkSize, createdAt, expiresAt,
-     lease: {owner, until}}
+     lease: {owner, until}, clean, tailChunk}
 
 ``_id`` is the ObjectId its chunks carry as ``files_id`` and ``expiresAt`` the moment it
 may be swept: the shape :func:`gridserve.sweep.record_upload` writes, so the sweep never
@@ -165,6 +165,8 @@ class GridFSResumableUploads:
             "createdAt": _millis(datetime.now(timezone.utc)),
             "expiresAt": _millis(expires_at),
             "lease": {"owner": "", "until": FREE},
+            "clean": True,
+            "tailChunk": None,
         }
         try:
             await self._ensure_upload_indexes()
@@ -191,7 +193,7 @@ class GridFSResumableUploads:
         checksum: Checksum | None = None,
         expires_at: datetime | None = None,
     ) -> UploadState:
-        lease = await self._take_lease(upload_id, expires_at)
+        lease = await self._take_lease(upload_id, expires_at, writing=True)
         append: Append | None = None
         self.cleanups.save_started()  # close() lets it end
         try:
@@ -228,15 +230,16 @@ class GridFSResumableUploads:
     ) -> FileInfo:
         from gridserve.storage.gridfs import file_info_from_document
 
-        lease = await self._take_lease(upload_id, None)
+        lease = await self._take_lease(upload_id, None, writing=False)
         record = lease.record
         files_id = record["_id"]
         try:
             length, size = record.get("length"), int(record["chunkSize"])
             if length is None or int(record["offset"]) != length:
                 raise UploadConflict(f"upload {files_id} is not complete")
-            last_n = math.ceil(length / size) - 1
-            await self.chunks.delete_many({"files_id": files_id, "n": {"$gt": last_n}})
+            if not record.get("clean"):
+                last_n = math.ceil(length / size) - 1
+                await self.chunks.delete_many({"files_id": files_id, "n": {"$gt": last_n}})
             digests = self.running_digests.at(upload_id, length)
             if digests is None:
                 digests = await self._digests_of_chunks(files_id, length, size)
@@ -294,28 +297,38 @@ class GridFSResumableUploads:
 
     # -- helpers -------------------------------------------------------------------------
 
-    async def _take_lease(self, upload_id: str, expires_at: datetime | None) -> Lease:
-        """The upload's lease, taken; :class:`UploadLocked` while another request holds it."""
+    async def _take_lease(
+        self, upload_id: str, expires_at: datetime | None, *, writing: bool
+    ) -> Lease:
+        """The upload's lease, taken; :class:`UploadLocked` while another request holds it.
+        ``writing``: the record is marked not ``clean`` until the append commits (a crash
+        meanwhile may leave chunks past the offset); the lease's record says whether it was.
+        """
         files_id, token = parse_upload_id(upload_id)
         lease = Lease(self, files_id, upload_id)
         now = datetime.now(timezone.utc)
         change: dict[str, Any] = {"lease": {"owner": lease.owner, "until": lease.until(now)}}
         if expires_at is not None:
             change["expiresAt"] = _millis(expires_at)
+        if writing:
+            change["clean"] = False
         try:
-            record = await self.uploads.find_one_and_update(
+            before = await self.uploads.find_one_and_update(
                 {"_id": files_id, "token": token, "lease.until": {"$lt": now}},
                 {"$set": change},
-                return_document=True,
+                return_document=False,
             )
-            if record is None:
+            if before is None:
                 _owned(
                     await self.uploads.find_one({"_id": files_id}, {"token": 1}), token, upload_id
                 )
                 raise UploadLocked(f"upload {files_id} is being written by another request")
         except PyMongoError as exc:
             raise StorageUnavailable(str(exc)) from exc
-        lease.record = _owned(record, token, upload_id)
+        record = dict(_owned(before, token, upload_id))
+        change.pop("clean", None)  # as it was: whether this append must look for leftovers
+        record.update(change)
+        lease.record = record
         lease.renewed = time.monotonic()
         return lease
 
