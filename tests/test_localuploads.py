@@ -18,6 +18,8 @@ import pytest
 
 from gridserve.storage import FileNotFound, LocalStorage
 from gridserve.storage.resumable import UploadLocked, UploadNotFound
+from tests.conftest import report_figure
+from tests.test_upload_memory import MIB, peak_rss, reset_peak
 
 DATA = os.urandom(200_000)
 
@@ -114,3 +116,38 @@ async def test_private_and_with_the_mode_of_a_saved_file(tmp_path: Path) -> None
     mode = stat.S_IMODE((tmp_path / "a" / "b.bin").stat().st_mode)
     assert mode == stat.S_IMODE((tmp_path / saved.filename).stat().st_mode)
     assert sorted(p.name for p in (tmp_path / ".gridserve" / "tmp").iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    "size_mib", [128, pytest.param(1024, marks=pytest.mark.slow)], ids=["128MiB", "1GiB"]
+)
+async def test_memory_of_a_large_upload_in_8_mib_appends(tmp_path: Path, size_mib: int) -> None:
+    """Peak RSS grows by a few MiB whatever the size: appends stream to disk, and completion
+    in another process (no running digests) reads the bytes back a block at a time."""
+    block = os.urandom(MIB)
+    writer = LocalStorage(tmp_path)
+    state = await writer.begin_upload(
+        "big.bin", length=size_mib * MIB, owner="", metadata={}, expires_at=later()
+    )
+    expected = hashlib.sha256()
+    for _ in range(size_mib):
+        expected.update(block)
+
+    async def eight_mib() -> AsyncIterator[bytes]:
+        for _ in range(8):
+            yield block
+
+    await writer.upload_state(state.id)  # warm up the code paths
+    reset_peak()
+    before = peak_rss()
+    while state.offset < size_mib * MIB:
+        state = await writer.append_upload(state.id, state.offset, eight_mib())
+    info = await LocalStorage(tmp_path).complete_upload(state.id)
+    growth = peak_rss() - before
+    assert info.metadata["sha256"] == expected.hexdigest()
+    report_figure(
+        f"local: {size_mib} MiB resumable upload (8 MiB appends, completion re-reading) "
+        f"grew peak RSS by {growth / MIB:.1f} MiB"
+    )
+    (tmp_path / "big.bin").unlink()  # pytest keeps the last runs' directories
+    assert growth < 8 * MIB
