@@ -151,3 +151,29 @@ async def test_memory_of_a_large_upload_in_8_mib_appends(tmp_path: Path, size_mi
     )
     (tmp_path / "big.bin").unlink()  # pytest keeps the last runs' directories
     assert growth < 8 * MIB
+
+
+async def test_a_cancelled_append_keeps_what_it_received(tmp_path: Path) -> None:
+    """A shutdown cancels appends in flight: what arrived is stored, as when a client leaves."""
+    storage = LocalStorage(tmp_path)
+    state = await storage.begin_upload(
+        "cut.bin", length=len(DATA), owner="", metadata={}, expires_at=later()
+    )
+    arrived = asyncio.Event()
+
+    async def stalls() -> AsyncIterator[bytes]:
+        yield DATA[:70_000]
+        arrived.set()
+        await asyncio.sleep(3600)
+
+    append = asyncio.ensure_future(storage.append_upload(state.id, 0, stalls()))
+    await asyncio.wait_for(arrived.wait(), 30)
+    await asyncio.sleep(0.01)
+    append.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await append
+    assert (await LocalStorage(tmp_path).upload_state(state.id)).offset == 70_000
+    state = await storage.append_upload(state.id, 70_000, pieces(DATA[70_000:]))
+    info = await storage.complete_upload(state.id)  # running digests: kept across the cut
+    assert info.metadata["sha256"] == hashlib.sha256(DATA).hexdigest()
+    assert (tmp_path / "cut.bin").read_bytes() == DATA

@@ -46,6 +46,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from gridserve.storage.base import (
+    CorruptFile,
     FileInfo,
     InsufficientStorage,
     StorageUnavailable,
@@ -171,6 +172,11 @@ class LocalUploads:
                 raise UploadConflict(f"{state.offset} of {state.length} bytes: not complete")
             relative = self._relative(state.name)
             target = self._content_path(relative)
+            size = os.fstat(fd).st_size
+            if size < state.length:
+                raise CorruptFile(f"upload {upload_id}: {size} of {state.length} bytes on disk")
+            if size > state.length:
+                os.ftruncate(fd, state.length)  # a crash's bytes past the end, never counted
             digests = self._running.at(upload_id, state.length)
             if digests is None:
                 digests = await _disk(asyncio.to_thread(_digest_file, fd, state.length))
@@ -249,20 +255,37 @@ class LocalUploads:
             state.offset = position
             await _disk(settle(asyncio.to_thread(os.fsync, fd)))
             await _disk(settle(asyncio.to_thread(self._write_state, state)))
-        except BaseException:
+        except BaseException as exc:
             # Synchronous on purpose: it must run even while the task is being cancelled.
+            cancelled = isinstance(exc, asyncio.CancelledError)
+            if cancelled and checksum is None and self._commit_now(fd, state, position):
+                self._remember(state.id, position, digests)  # a shutdown keeps what came
+                raise
             # Back to the offset stored (a cancelled state write may have landed).
             stored = _load(json_path).get("offset")
             os.ftruncate(fd, stored if isinstance(stored, int) and stored >= start else start)
             raise
-        if digests is not None:
-            self._running.store(state.id, position, digests)
-        else:
-            self._running.forget(state.id)
+        self._remember(state.id, position, digests)
         state.head = os.pread(fd, min(position, HEAD_BYTES), 0)
         if gone is not None:
             raise gone
         return state
+
+    def _commit_now(self, fd: int, state: UploadState, position: int) -> bool:
+        """Stores ``position`` as the offset, blocking (the task is being cancelled)."""
+        try:
+            os.fsync(fd)
+            state.offset = position
+            self._write_state(state)
+        except OSError:
+            return False
+        return True
+
+    def _remember(self, upload_id: str, offset: int, digests: UploadDigests | None) -> None:
+        if digests is not None:
+            self._running.store(upload_id, offset, digests)
+        else:
+            self._running.forget(upload_id)  # another process appended: not known here
 
     def _begin_sync(self, state: UploadState) -> None:
         json_path, bin_path = self._upload_paths(state.id)
