@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from gridserve.storage import FileNotFound, LocalStorage
+from gridserve.storage import FileNotFound, InvalidKey, LocalStorage
 from gridserve.storage.resumable import UploadLocked, UploadNotFound
 from tests.conftest import report_figure
 from tests.test_upload_memory import MIB, peak_rss, reset_peak
@@ -177,3 +177,29 @@ async def test_a_cancelled_append_keeps_what_it_received(tmp_path: Path) -> None
     info = await storage.complete_upload(state.id)  # running digests: kept across the cut
     assert info.metadata["sha256"] == hashlib.sha256(DATA).hexdigest()
     assert (tmp_path / "cut.bin").read_bytes() == DATA
+
+
+async def test_a_name_that_can_never_be_written_is_refused_at_the_start(tmp_path: Path) -> None:
+    storage = LocalStorage(tmp_path)
+    await storage.save("a", pieces(b"a file"))
+    (tmp_path / "folder").mkdir()
+    for name in ("a/b.bin", "folder"):
+        with pytest.raises(InvalidKey):
+            await storage.begin_upload(name, length=1, owner="", metadata={}, expires_at=later())
+    assert not (tmp_path / ".gridserve" / "uploads").exists() or not any(
+        (tmp_path / ".gridserve" / "uploads").iterdir()
+    )
+
+
+async def test_with_io_threads(tmp_path: Path) -> None:
+    """io_threads=True (a slow or network file system): the same, every call off the loop."""
+    storage = LocalStorage(tmp_path, io_threads=True)
+    state = await storage.begin_upload(
+        "t.bin", length=len(DATA), owner="", metadata={}, expires_at=later()
+    )
+    state = await storage.append_upload(state.id, 0, pieces(DATA[:123_456]))
+    assert (await storage.upload_state(state.id)).head == DATA[:8192]
+    state = await storage.append_upload(state.id, 123_456, pieces(DATA[123_456:]))
+    info = await storage.complete_upload(state.id)
+    assert (tmp_path / "t.bin").read_bytes() == DATA
+    assert info.md5 == hashlib.md5(DATA, usedforsecurity=False).hexdigest()

@@ -49,6 +49,7 @@ from gridserve.storage.base import (
     CorruptFile,
     FileInfo,
     InsufficientStorage,
+    InvalidKey,
     StorageUnavailable,
     UploadDigests,
     utc,
@@ -107,7 +108,7 @@ class LocalUploads:
         expires_at: datetime,
     ) -> UploadState:
         relative = self._relative(name)
-        self._content_path(relative)  # a name that can never be written is refused now
+        _writable(self._content_path(relative), self.state.parent)  # refused now, not at the end
         if length is not None and length < 0:
             raise UploadConflict(f"negative length {length}")
         state = UploadState(
@@ -368,6 +369,15 @@ def _lock(bin_path: Path) -> int:
         os.close(fd)
         raise
     return fd
+
+
+def _writable(target: Path, root: Path) -> None:
+    """:class:`InvalidKey` if ``target`` is a folder or a folder on its way is a file."""
+    if target.is_dir():
+        raise InvalidKey(f"{target.relative_to(root)} is a directory")
+    for folder in target.relative_to(root).parents:
+        if (root / folder).exists() and not (root / folder).is_dir():
+            raise InvalidKey(f"{target.relative_to(root)}: a parent segment is a file")
 
 
 def _write_at(fd: int, data: bytes, position: int) -> None:
