@@ -168,7 +168,8 @@ async def test_expired_uploads_swept_to_zero_leftovers(
 ) -> None:
     storage = make_storage()
     now = datetime.now(timezone.utc)
-    big = os.urandom(6 * 1024 * 1024 + 5)  # chunks, an S3 part and a tail, a bytes file
+    # chunks, S3 parts (8 MiB) and a tail, a bytes file
+    big = os.urandom(9 * 1024 * 1024 + 5)
     try:
         try:
             doomed = await storage.begin_upload(
@@ -180,7 +181,8 @@ async def test_expired_uploads_swept_to_zero_leftovers(
             "live.webm", length=len(big), owner="", metadata={}, expires_at=now + timedelta(hours=1)
         )
         await storage.append_upload(doomed.id, 0, _pieces(big))
-        live = await storage.append_upload(live.id, 0, _pieces(big[:3_000_001]))
+        # a part and a byte: a live multipart upload, which even grace 0 must not abort
+        live = await storage.append_upload(live.id, 0, _pieces(big[: 8 * 1024 * 1024 + 1]))
         await asyncio.sleep(0.01)  # past the doomed one's expiry
 
         found = await sweep(storage, grace=DAY)
