@@ -1,5 +1,6 @@
 """``gridserve fsck``: report what interrupted uploads left in a storage (orphan GridFS chunks,
-temporary files, pending S3 multipart uploads); ``--repair`` deletes it. See
+temporary files, pending S3 multipart uploads, expired resumable uploads); ``--repair`` deletes
+it. See
 :mod:`gridserve.sweep` for what counts and what it costs.
 
 Exit codes: 0 nothing found (or everything found was deleted), 3 leftovers found and kept

@@ -15,6 +15,18 @@ S3
     multipart uploads under the storage's prefix (the keys it writes) initiated before the
     grace period.
 
+Every storage
+    *expired resumable uploads* (``storage.expired_uploads``), whatever their age otherwise:
+    each is terminated (``terminate_upload``: its record or state and every chunk, part, tail
+    or bytes file it stored), reported as an ``upload`` leftover. One that an append holds at
+    that moment (:class:`UploadLocked`: its expiry may be moving) is reported and left for the
+    next run. Live uploads are never touched: their local files are not in ``.gridserve/tmp``,
+    their GridFS chunks have a live record, and an S3 multipart upload under
+    ``.gridserve/upload-data/<id>/`` is kept while upload ``<id>`` is live.
+
+A storage that wraps another (a chunk cache, a fallback chain) is swept through the one it
+writes to.
+
 **Upload records** keep resumable uploads safe: a resumable upload (the tus feature) writes its
 chunks before any file document, and keeps them until it completes or expires. It registers
 itself in ``<bucket>.uploads`` as ``{_id: <files_id>, expiresAt: <datetime>}``
@@ -55,6 +67,7 @@ from bson import ObjectId
 from pymongo.errors import DuplicateKeyError, PyMongoError
 
 from gridserve.storage.base import Storage, StorageUnavailable
+from gridserve.storage.resumable import DelegatedUploads, UploadLocked, UploadNotFound
 
 log = logging.getLogger("gridserve.sweep")
 
@@ -64,13 +77,18 @@ DEFAULT_BATCH = 1000
 STARTUP_DELAY = 10.0
 LEASE_COLLECTION = "gridserve.leases"
 _FROM_LEASE: Any = object()
+# Where S3Storage keeps a resumable upload's multipart upload: ``<prefix>.gridserve/upload-data/
+# <id>/staging`` (gridserve.storage.s3uploads).
+S3_UPLOAD_DATA = ".gridserve/upload-data/"
 
 
 @dataclass
 class Leftover:
-    """One thing an interrupted upload left: ``kind`` is ``chunks``, ``temp`` or
-    ``multipart``; ``what`` names it (a files_id, a path, a key and upload id); ``size`` in
-    bytes where known, ``count`` of chunks."""
+    """One thing an interrupted upload left: ``kind`` is ``chunks``, ``temp``, ``multipart``
+    or ``upload`` (an expired resumable upload); ``what`` names it (a files_id, a path, a key
+    and upload id, a resumable upload's id and name); ``size`` in bytes where known (of an
+    upload: the bytes it stored), ``count`` of chunks; ``age_seconds`` of an upload: since it
+    expired."""
 
     kind: str
     what: str
@@ -128,19 +146,62 @@ async def sweep(
     stopped; or, given ``start`` (None for the beginning, else a ``checkpoint`` a report
     returned), without the lease from there (what ``gridserve fsck`` does, to the end). A run
     without an ``owner`` releases the lease when done; a periodic sweeper names itself and
-    keeps it (``lease_seconds``) between its runs."""
+    keeps it (``lease_seconds``) between its runs.
+
+    Expired resumable uploads are terminated first (GridFS: under the lease), at most
+    ``batch`` a run; a run that continues from a ``checkpoint`` leaves them to the first."""
     from gridserve.storage.gridfs import GridFSStorage
     from gridserve.storage.local import LocalStorage
 
+    while isinstance(storage, DelegatedUploads):
+        storage = storage.upload_target  # a cache or a fallback chain: the storage it writes
     if isinstance(storage, GridFSStorage):
         return await _sweep_gridfs(
             storage, grace, repair, batch, lease_seconds, owner or _owner(), start, owner is None
         )
+    expired = await _sweep_uploads(storage, repair, batch, every=start is not _FROM_LEASE)
     if isinstance(storage, LocalStorage):
-        return await asyncio.to_thread(_sweep_local, storage, grace, repair)
-    if type(storage).__name__ == "S3Storage":
-        return await _sweep_s3(storage, grace, repair)
-    return SweepReport(storage.description, skipped="this storage has nothing to sweep")
+        report = await asyncio.to_thread(_sweep_local, storage, grace, repair)
+    elif type(storage).__name__ == "S3Storage":
+        report = await _sweep_s3(storage, grace, repair)
+    else:
+        report = SweepReport(storage.description)
+        if not expired:
+            report.skipped = "this storage has nothing to sweep"
+    report.leftovers[:0] = expired
+    return report
+
+
+# -- expired resumable uploads, on every storage -------------------------------------------
+
+
+async def _sweep_uploads(
+    storage: Storage, repair: bool, batch: int, *, every: bool
+) -> list[Leftover]:
+    """Terminates (with ``repair``) the expired resumable uploads of ``storage``: ``batch``
+    of them, or with ``every`` (fsck) all of them, a batch at a time."""
+    now = datetime.now(timezone.utc)
+    found: list[Leftover] = []
+    seen: set[str] = set()
+    while True:
+        expired = [u for u in await storage.expired_uploads(now, batch) if u.id not in seen]
+        for upload in expired:
+            seen.add(upload.id)
+            age = (now - upload.expires_at).total_seconds()
+            item = Leftover("upload", f"{upload.id} {upload.name}", upload.offset, age)
+            if repair:
+                try:
+                    await storage.terminate_upload(upload.id)
+                except UploadNotFound:
+                    continue  # completed or terminated meanwhile: nothing left
+                except UploadLocked:
+                    log.info("sweep: expired upload %s is being appended to: later", upload.id)
+                else:
+                    item.deleted = True
+                    log.info("sweep: removed the expired upload %s (%s)", upload.id, upload.name)
+            found.append(item)
+        if not (every and repair) or len(expired) < batch:
+            return found
 
 
 # -- GridFS --------------------------------------------------------------------------------
@@ -183,6 +244,10 @@ async def _sweep_gridfs(
                 report.skipped = "another process holds the sweep lease"
                 return report
             last = lease.get("checkpoint")
+        if start is _FROM_LEASE or start is None:  # the first run of an fsck, or a periodic one
+            report.leftovers += await _sweep_uploads(
+                storage, repair, batch, every=start is not _FROM_LEASE
+            )
         now = datetime.now(timezone.utc)
         horizon = ObjectId.from_datetime(now - timedelta(seconds=grace))
         ids: list[Any] = []
@@ -292,6 +357,8 @@ async def _sweep_s3(storage: Any, grace: float, repair: bool) -> SweepReport:
                 age = (now - initiated).total_seconds()
                 if grace > 0 and age < grace:  # grace 0: everything (clocks differ)
                     continue
+                if await _live_s3_upload(storage, upload["Key"], now):
+                    continue
                 item = Leftover("multipart", f"{upload['Key']} {upload['UploadId']}", 0, age)
                 if repair:
                     await s3.abort_multipart_upload(
@@ -307,6 +374,18 @@ async def _sweep_s3(storage: Any, grace: float, repair: bool) -> SweepReport:
     except Exception as exc:
         raise StorageUnavailable(f"sweep of {storage.description}: {exc}") from exc
     return report
+
+
+async def _live_s3_upload(storage: Any, key: str, now: datetime) -> bool:
+    """Whether the multipart upload at ``key`` is that of a resumable upload still live."""
+    private = storage.prefix + S3_UPLOAD_DATA
+    if not key.startswith(private):
+        return False
+    try:
+        state = await storage.upload_state(key[len(private) :].split("/", 1)[0])
+    except UploadNotFound:
+        return False
+    return bool(state.expires_at > now)
 
 
 # -- periodic ------------------------------------------------------------------------------

@@ -2,22 +2,32 @@
 
 from __future__ import annotations
 
+import asyncio
+import hashlib
 import os
 import subprocess
 import time
+from collections.abc import AsyncIterator, Callable
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
+import pytest
 from bson import ObjectId
 
+from gridserve.storage.base import Storage
+from gridserve.storage.cache import CachedStorage
+from gridserve.storage.fallback import FallbackStorage
 from gridserve.storage.gridfs import GridFSStorage
 from gridserve.storage.local import LocalStorage
+from gridserve.storage.resumable import UploadNotFound
 from gridserve.storage.s3 import S3Storage
 from gridserve.sweep import forget_upload, record_upload, sweep
+from tests.conftest import BACKENDS
 from tests.s3server import S3Proxy
 from tests.test_cli import gridserve
 from tests.test_storage_s3 import leftovers
+from tests.uploadleftovers import leftovers_checker, leftovers_of
 
 DAY = 24 * 3600.0
 
@@ -135,3 +145,106 @@ def test_fsck_reports_then_repairs(sync_db: Any, mongo_uri: str, db_name: str) -
     assert repaired.returncode == 0, repaired.stderr
     assert '"deleted": true' in repaired.stdout
     assert sync_db["fs.chunks"].count_documents({}) == 0
+
+
+# -- expired resumable uploads -------------------------------------------------------------
+
+
+@pytest.fixture
+def raw_leftovers(
+    backend: str, request: pytest.FixtureRequest, local_root: Path
+) -> Callable[..., list[str]]:
+    return leftovers_checker(backend, request, local_root)
+
+
+async def _pieces(data: bytes, size: int = 256 * 1024) -> AsyncIterator[bytes]:
+    for i in range(0, len(data), size):
+        yield data[i : i + size]
+
+
+@pytest.mark.parametrize("backend", BACKENDS, indirect=True)
+async def test_expired_uploads_swept_to_zero_leftovers(
+    make_storage: Callable[[], Storage], raw_leftovers: Callable[..., list[str]]
+) -> None:
+    storage = make_storage()
+    now = datetime.now(timezone.utc)
+    # chunks, S3 parts (8 MiB) and a tail, a bytes file
+    big = os.urandom(9 * 1024 * 1024 + 5)
+    try:
+        try:
+            doomed = await storage.begin_upload(
+                "doomed.webm", length=len(big) + 1, owner="", metadata={}, expires_at=now
+            )
+        except NotImplementedError:
+            pytest.skip(f"{type(storage).__name__} takes no resumable uploads yet")
+        live = await storage.begin_upload(
+            "live.webm", length=len(big), owner="", metadata={}, expires_at=now + timedelta(hours=1)
+        )
+        await storage.append_upload(doomed.id, 0, _pieces(big))
+        # a part and a byte: a live multipart upload, which even grace 0 must not abort
+        live = await storage.append_upload(live.id, 0, _pieces(big[: 8 * 1024 * 1024 + 1]))
+        await asyncio.sleep(0.01)  # past the doomed one's expiry
+
+        found = await sweep(storage, grace=DAY)
+        assert [(i.kind, i.what, i.size, i.deleted) for i in found.leftovers] == [
+            ("upload", f"{doomed.id} doomed.webm", len(big), False)
+        ]
+        assert (await storage.upload_state(doomed.id)).offset == len(big)  # a report only
+        # grace 0: every temporary, orphan chunk and multipart upload is fair game, but not
+        # what a live upload keeps
+        repaired = await sweep(storage, grace=0, repair=True)
+        assert [(i.kind, i.what, i.deleted) for i in repaired.leftovers] == [
+            ("upload", f"{doomed.id} doomed.webm", True)
+        ]
+        with pytest.raises(UploadNotFound):
+            await storage.upload_state(doomed.id)
+        assert (await sweep(storage, grace=0, repair=True)).leftovers == []
+
+        # the live upload lost nothing: it finishes with the right bytes
+        live = await storage.append_upload(live.id, live.offset, _pieces(big[live.offset :]))
+        info = await storage.complete_upload(live.id)
+        assert info.metadata["sha256"] == hashlib.sha256(big).hexdigest()
+        assert await leftovers_of(raw_leftovers, "live.webm") == []
+    finally:
+        await storage.close()
+
+
+async def test_sweep_goes_through_a_cache_and_a_fallback(
+    sync_db: Any, async_db: Any, tmp_path: Path
+) -> None:
+    """The storage ``gridserve serve`` sweeps is wrapped in its chunk cache (GridFS and S3 by
+    default) or a fallback chain: the sweep reaches the storage underneath."""
+    orphan = old_id(3)
+    chunks_of(sync_db, orphan, 2)
+    cached = CachedStorage(GridFSStorage(async_db), 1024 * 1024)
+    report = await sweep(cached, grace=DAY)
+    assert report.skipped is None and [i.what for i in report.leftovers] == [str(orphan)]
+    chain = FallbackStorage(GridFSStorage(async_db), LocalStorage(tmp_path))
+    repaired = await sweep(chain, grace=DAY, repair=True)
+    assert [(i.what, i.deleted) for i in repaired.leftovers] == [(str(orphan), True)]
+
+
+def test_fsck_expired_uploads_of_a_local_storage(tmp_path: Path) -> None:
+    async def begin() -> str:
+        storage = LocalStorage(tmp_path)
+        state = await storage.begin_upload(
+            "old.bin", length=10, owner="", metadata={}, expires_at=datetime.now(timezone.utc)
+        )
+        await storage.append_upload(state.id, 0, _pieces(b"12345"))
+        return state.id
+
+    upload_id = asyncio.run(begin())
+    found = subprocess.run(
+        gridserve("fsck", "--storage", str(tmp_path)), capture_output=True, text=True, timeout=60
+    )
+    assert found.returncode == 3, found.stderr
+    assert f"found\tupload\t{upload_id} old.bin\t1\t5\t" in found.stdout
+    repaired = subprocess.run(
+        gridserve("fsck", "--storage", str(tmp_path), "--repair"),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert repaired.returncode == 0, repaired.stderr
+    assert f"deleted\tupload\t{upload_id} old.bin" in repaired.stdout
+    assert list((tmp_path / ".gridserve" / "uploads").iterdir()) == []

@@ -29,6 +29,9 @@ and renamed into place; an aborted upload leaves nothing visible. Revisions: thi
 the newest revision only (saving an existing name replaces it atomically); ``rev`` ``-1`` and
 ``0`` both name it, any other revision is not found.
 
+Resumable uploads (tus) keep their state and bytes under ``ROOT/.gridserve/uploads/`` until
+they complete: :mod:`gridserve.storage.localuploads`.
+
 Listings walk only the prefix's folder, in order, and stop after ``limit`` names
 (:mod:`gridserve.storage.localtree`); they run on a small executor of their own, at most
 ``max_listings`` at a time, so they never delay an upload's fsync on the shared thread pool.
@@ -69,6 +72,7 @@ from gridserve.storage.base import (
     stored_content_type,
 )
 from gridserve.storage.localtree import walk_names
+from gridserve.storage.localuploads import LocalUploads
 from gridserve.storage.writes import settle
 
 log = logging.getLogger("gridserve.storage.local")
@@ -85,7 +89,7 @@ NOT_FOUND_ERRNOS = frozenset(
 )
 
 
-class LocalStorage(Storage):
+class LocalStorage(LocalUploads, Storage):
     """Files under ``root``. ``block_size`` is the read granularity. A missing ``root`` is
     created with ``create=True`` (the default), else :class:`FileNotFoundError`; a root that
     is not a directory is :class:`NotADirectoryError`. ``max_listings`` listings run at once
