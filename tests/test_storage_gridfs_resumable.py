@@ -360,13 +360,17 @@ async def test_memory_stays_bounded(async_db: Any, other_db: Any) -> None:
 
 
 async def test_terminated_during_an_append(async_db: Any, other_db: Any, sync_db: Any) -> None:
-    """Another process terminates the upload while an append writes: the append ends with
-    UploadNotFound and removes what it wrote after the termination."""
-    first, second = small(async_db), small(other_db)
+    """Terminating an upload an append holds is UploadLocked (the sweep leaves it for its
+    next run); once that append's lease expired (a frozen process), termination goes ahead
+    and the append, waking, finds it gone and removes what it wrote after."""
+    first, second = small(async_db, lease_seconds=0.6), small(other_db, lease_seconds=0.6)
     upload_id = await begin(first)
     gate, started = asyncio.Event(), asyncio.Event()
     appending = asyncio.create_task(first.append_upload(upload_id, 0, held(DATA, gate, started)))
     await started.wait()
+    with pytest.raises(UploadLocked):
+        await second.terminate_upload(upload_id)
+    await asyncio.sleep(0.8)
     await second.terminate_upload(upload_id)
     gate.set()  # the second half is written now, after the termination
     with pytest.raises(UploadNotFound):
@@ -427,3 +431,23 @@ async def test_a_process_killed_mid_append(
     info = await resumed.complete_upload(upload_id)
     assert await read_all(resumed, info) == DATA
     assert info.md5 == hashlib.md5(DATA).hexdigest()
+
+
+async def test_the_sweep_leaves_an_expired_upload_an_append_holds(
+    async_db: Any, sync_db: Any
+) -> None:
+    storage = small(async_db)
+    state = await storage.begin_upload(
+        "late.bin", length=None, owner="", metadata={}, expires_at=later(-SOON)
+    )
+    gate, started = asyncio.Event(), asyncio.Event()
+    appending = asyncio.create_task(storage.append_upload(state.id, 0, held(DATA, gate, started)))
+    await started.wait()
+    report = await sweep(storage, grace=0, repair=True)
+    assert [(item.kind, item.deleted) for item in report.leftovers] == [("upload", False)]
+    gate.set()
+    assert (await appending).offset == len(DATA)
+    report = await sweep(storage, grace=0, repair=True)
+    assert [(item.kind, item.deleted) for item in report.leftovers] == [("upload", True)]
+    assert sync_db["fs.chunks"].count_documents({}) == 0
+    assert sync_db["fs.uploads"].count_documents({}) == 0

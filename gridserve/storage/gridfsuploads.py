@@ -272,10 +272,21 @@ class GridFSResumableUploads:
         return file_info_from_document(doc)
 
     async def terminate_upload(self, upload_id: str) -> None:
+        """Deletes the record, unless an append holds its lease (:class:`UploadLocked`: the
+        sweep must not end an upload whose expiry that append is moving), then the chunks.
+        An append whose lease expired meanwhile finds the record gone and removes what it
+        wrote after."""
         files_id, token = parse_upload_id(upload_id)
+        now = datetime.now(timezone.utc)
         try:
-            _owned(await self.uploads.find_one({"_id": files_id}, {"token": 1}), token, upload_id)
-            await self.uploads.delete_one({"_id": files_id})
+            deleted = await self.uploads.delete_one(
+                {"_id": files_id, "token": token, "lease.until": {"$lt": now}}
+            )
+            if deleted.deleted_count == 0:
+                _owned(
+                    await self.uploads.find_one({"_id": files_id}, {"token": 1}), token, upload_id
+                )
+                raise UploadLocked(f"upload {files_id} is being written by another request")
             await self._discard_upload_chunks(files_id)
         except PyMongoError as exc:
             raise StorageUnavailable(str(exc)) from exc
