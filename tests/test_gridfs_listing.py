@@ -12,7 +12,7 @@ import pytest
 from pymongo import ASCENDING
 
 from gridserve.storage.base import Storage
-from gridserve.storage.gridfs import LISTING_SORT, listing_filter
+from gridserve.storage.gridfsdocs import LISTING_SORT, listing_filter
 from tests.conftest import PutFile, SyncDB
 from tests.dbserver import FerretDB
 

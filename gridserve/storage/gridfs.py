@@ -20,7 +20,6 @@ import asyncio
 import builtins
 import logging
 import math
-import re
 import time
 from collections.abc import AsyncGenerator, AsyncIterable, AsyncIterator, Hashable, Mapping
 from contextlib import aclosing
@@ -28,7 +27,6 @@ from datetime import datetime, timezone
 from typing import Any
 
 from bson import ObjectId
-from bson.errors import InvalidId
 from pymongo import ASCENDING, DESCENDING
 from pymongo.errors import DuplicateKeyError, PyMongoError
 
@@ -44,89 +42,27 @@ from gridserve.storage.base import (
     UploadDigests,
     check_key,
     copied_validators,
-    stored_content_type,
-    utc,
+)
+from gridserve.storage.gridfsdocs import (
+    DEFAULT_CHUNK_SIZE,
+    FILE_FIELDS,
+    LISTING_SORT,
+    file_info_from_document,
+    listing_filter,
+    object_id,
+    revision_order,
 )
 from gridserve.storage.gridfsuploads import DEFAULT_LEASE_SECONDS, GridFSResumableUploads
 from gridserve.storage.lookups import FileDocumentCache
 from gridserve.storage.readahead import read_ahead
 from gridserve.storage.writes import Cleanups, settle
 
-DEFAULT_CHUNK_SIZE = 255 * 1024
 DEFAULT_READ_AHEAD = 512 * 1024  # per stream: bounds what a slow client makes us hold
 DEFAULT_FILE_CACHE_SECONDS = 5.0
 DEFAULT_INSERT_BATCH = 2 * 1024 * 1024  # per upload: chunks held for one insert_many
 ORPHAN_RETRY_SECONDS = 600.0
 CLOSE_DRAIN_SECONDS = 10.0
 log = logging.getLogger("gridserve.storage")
-_FILE_FIELDS = {
-    "_id": 1,
-    "filename": 1,
-    "length": 1,
-    "chunkSize": 1,
-    "uploadDate": 1,
-    "contentType": 1,
-    "md5": 1,
-    "metadata": 1,
-}
-
-
-def _object_id(key: str) -> ObjectId | None:
-    if len(key) != 24:
-        return None
-    try:
-        return ObjectId(key)
-    except (InvalidId, TypeError):
-        return None
-
-
-def file_info_from_document(doc: Mapping[str, Any]) -> FileInfo:
-    """Builds a :class:`FileInfo` from a ``<bucket>.files`` document."""
-    metadata = doc.get("metadata")
-    metadata = metadata if isinstance(metadata, Mapping) else {}
-    md5 = doc.get("md5")
-    upload_date = doc.get("uploadDate")
-    return FileInfo(
-        id=doc["_id"],
-        filename=str(doc.get("filename") or ""),
-        length=int(doc.get("length") or 0),
-        chunk_size=int(doc.get("chunkSize") or DEFAULT_CHUNK_SIZE),
-        upload_date=utc(upload_date)
-        if isinstance(upload_date, datetime)
-        else datetime(1970, 1, 1, tzinfo=timezone.utc),
-        content_type=stored_content_type(doc.get("contentType"), metadata),
-        md5=md5 if isinstance(md5, str) else None,
-        metadata=metadata,
-    )
-
-
-LISTING_SORT = [("filename", ASCENDING), ("uploadDate", ASCENDING)]
-
-
-def listing_filter(prefix: str, after: str) -> dict[str, Any]:
-    """The files query of a listing: names starting with ``prefix`` (an anchored, escaped
-    regular expression, which MongoDB turns into index bounds) and sorting after ``after``.
-    Two clauses under ``$and`` rather than one ``filename`` document: some servers
-    (mongo-java-server) ignore a ``$gt`` beside a ``$regex``."""
-    clauses: list[dict[str, Any]] = []
-    if prefix:
-        clauses.append({"filename": {"$regex": "^" + re.escape(prefix)}})
-    if after:
-        clauses.append({"filename": {"$gt": after}})
-    if len(clauses) > 1:
-        return {"$and": clauses}
-    return clauses[0] if clauses else {}
-
-
-def _revision_order(doc: Mapping[str, Any]) -> tuple[datetime, str]:
-    """How revisions of one name order (newest last): by upload date, then id."""
-    uploaded = doc.get("uploadDate")
-    moment = (
-        utc(uploaded)
-        if isinstance(uploaded, datetime)
-        else datetime.min.replace(tzinfo=timezone.utc)
-    )
-    return moment, str(doc.get("_id", ""))
 
 
 class GridFSStorage(GridFSResumableUploads, Storage):
@@ -212,12 +148,12 @@ class GridFSStorage(GridFSResumableUploads, Storage):
     async def resolve(self, key: str, revision: int | None = None) -> FileInfo:
         check_key(key)
         try:
-            oid = _object_id(key)
+            oid = object_id(key)
             if oid is not None:
                 cached = self.file_cache.get(oid)
                 if cached is not None:
                     return cached
-                doc = await self.files.find_one({"_id": oid}, _FILE_FIELDS)
+                doc = await self.files.find_one({"_id": oid}, FILE_FIELDS)
                 if doc is not None:
                     info = file_info_from_document(doc)
                     self.file_cache.put(oid, info)
@@ -240,7 +176,7 @@ class GridFSStorage(GridFSResumableUploads, Storage):
             return None
         cursor = self.files.find(
             {"filename": filename},
-            _FILE_FIELDS,
+            FILE_FIELDS,
             sort=[("uploadDate", order), ("_id", order)],
             skip=skip,
             limit=1,
@@ -254,7 +190,7 @@ class GridFSStorage(GridFSResumableUploads, Storage):
         try:
             cursor = self.files.find(
                 {"filename": name},
-                _FILE_FIELDS,
+                FILE_FIELDS,
                 sort=[("uploadDate", ASCENDING), ("_id", ASCENDING)],
             )
             return [file_info_from_document(doc) async for doc in cursor]
@@ -351,7 +287,7 @@ class GridFSStorage(GridFSResumableUploads, Storage):
         try:
             cursor = self.files.find(
                 listing_filter(prefix, after),
-                _FILE_FIELDS,
+                FILE_FIELDS,
                 sort=LISTING_SORT,
                 batch_size=max(16, min(limit + 1, 1000)),
             )
@@ -364,7 +300,7 @@ class GridFSStorage(GridFSResumableUploads, Storage):
                         if found >= limit:
                             return
                         newest = doc
-                    elif newest is None or _revision_order(doc) >= _revision_order(newest):
+                    elif newest is None or revision_order(doc) >= revision_order(newest):
                         newest = doc
                 if newest is not None:
                     yield file_info_from_document(newest)
@@ -398,7 +334,7 @@ class GridFSStorage(GridFSResumableUploads, Storage):
         original: FileInfo | None = None,
     ) -> FileInfo:
         check_key(name)
-        if _object_id(name) is not None:
+        if object_id(name) is not None:
             raise InvalidKey("a filename must not look like an ObjectId")
         keep_id = original is not None and isinstance(original.id, ObjectId)
         file_id = original.id if keep_id and original is not None else ObjectId()

@@ -52,6 +52,7 @@ from gridserve.storage.base import (
     utc,
 )
 from gridserve.storage.gridfsappend import FREE, Append, Lease
+from gridserve.storage.gridfsdocs import file_info_from_document, object_id
 from gridserve.storage.resumable import (
     Checksum,
     RunningDigests,
@@ -148,7 +149,7 @@ class GridFSResumableUploads:
         expires_at: datetime,
     ) -> UploadState:
         check_key(name)
-        if len(name) == _ID_HEX and all(c in "0123456789abcdefABCDEF" for c in name):
+        if object_id(name) is not None:
             raise InvalidKey("a filename must not look like an ObjectId")
         if length is not None and length < 0:
             raise UploadConflict(f"negative length {length}")
@@ -228,8 +229,6 @@ class GridFSResumableUploads:
         content_type: str | None = None,
         metadata: Mapping[str, Any] | None = None,
     ) -> FileInfo:
-        from gridserve.storage.gridfs import file_info_from_document
-
         lease = await self._take_lease(upload_id, None, writing=False)
         record = lease.record
         files_id = record["_id"]
