@@ -451,3 +451,20 @@ async def test_the_sweep_leaves_an_expired_upload_an_append_holds(
     assert [(item.kind, item.deleted) for item in report.leftovers] == [("upload", True)]
     assert sync_db["fs.chunks"].count_documents({}) == 0
     assert sync_db["fs.uploads"].count_documents({}) == 0
+
+
+async def test_a_motor_database_takes_resumable_uploads(mongo_uri: str, db_name: str) -> None:
+    motor_asyncio = pytest.importorskip("motor.motor_asyncio")
+    client = motor_asyncio.AsyncIOMotorClient(mongo_uri)
+    try:
+        storage = small(client[db_name])
+        upload_id = await begin(storage)
+        await storage.append_upload(upload_id, 0, pieces(DATA[:4321]))
+        await storage.append_upload(upload_id, 4321, pieces(DATA[4321:]))
+        storage.running_digests.forget(upload_id)  # completion reads the chunks back
+        info = await storage.complete_upload(upload_id)
+        assert await read_all(storage, info) == DATA
+        assert info.md5 == hashlib.md5(DATA).hexdigest()
+        assert await storage.expired_uploads(later()) == []
+    finally:
+        client.close()
