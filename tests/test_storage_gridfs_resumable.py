@@ -32,6 +32,7 @@ from tests.test_storage_contract import pieces, read_all
 
 DATA = os.urandom(10_000)
 SOON = timedelta(hours=1)
+DAY = 24 * 3600.0
 
 # Another process appends garbage (one chunk at a time), says so, then hangs: the test kills it
 # with SIGKILL between its chunk inserts and its offset update, holding a 2 s lease.
@@ -295,13 +296,17 @@ async def test_the_sweep_keeps_unexpired_uploads(async_db: Any, sync_db: Any) ->
     assert report.leftovers == []
     assert sync_db["fs.chunks"].count_documents({"files_id": files_id}) == 5
     assert await storage.expired_uploads(datetime.now(timezone.utc)) == []
-    # Expired: the upload's own list names it, and the sweep of orphans takes its chunks.
+    # Expired: the records' index names it, and the sweep terminates it, chunks and all.
     await storage.append_upload(upload_id, 4500, pieces(b""), expires_at=later(-SOON))
     expired = await storage.expired_uploads(datetime.now(timezone.utc))
     assert [state.id for state in expired] == [upload_id]
     assert "expiresAt_1" in sync_db["fs.uploads"].index_information()
-    await storage.terminate_upload(upload_id)
+    report = await sweep(storage, grace=DAY, repair=True)  # grace does not protect it
+    assert [(item.kind, item.size, item.deleted) for item in report.leftovers] == [
+        ("upload", 4500, True)
+    ]
     assert sync_db["fs.chunks"].count_documents({}) == 0
+    assert sync_db["fs.uploads"].count_documents({}) == 0
 
 
 async def test_a_cancelled_append_keeps_what_came(async_db: Any, sync_db: Any) -> None:
