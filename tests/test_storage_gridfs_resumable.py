@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 from bson import ObjectId
-from pymongo import AsyncMongoClient
+from pymongo import AsyncMongoClient, monitoring
 
 from gridserve.storage import FileNotFound
 from gridserve.storage.gridfs import GridFSStorage
@@ -38,7 +38,7 @@ DAY = 24 * 3600.0
 # with SIGKILL between its chunk inserts and its offset update, holding a 2 s lease.
 CHILD = """
 import asyncio, sys
-from pymongo import AsyncMongoClient
+from pymongo import AsyncMongoClient, monitoring
 from gridserve.storage.gridfs import GridFSStorage
 
 async def main():
@@ -473,3 +473,36 @@ async def test_a_motor_database_takes_resumable_uploads(mongo_uri: str, db_name:
         assert await storage.expired_uploads(later()) == []
     finally:
         client.close()
+
+
+async def test_an_append_cancelled_while_taking_the_lease_gives_it_back(
+    mongo_uri: str, db_name: str, async_db: Any
+) -> None:
+    sent = asyncio.Event()
+
+    class Watch(monitoring.CommandListener):
+        def started(self, event: monitoring.CommandStartedEvent) -> None:
+            if event.command_name == "findAndModify":
+                sent.set()
+
+        def succeeded(self, event: monitoring.CommandSucceededEvent) -> None:
+            pass
+
+        def failed(self, event: monitoring.CommandFailedEvent) -> None:
+            pass
+
+    client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(
+        mongo_uri, event_listeners=[Watch()]
+    )
+    try:
+        storage = small(client[db_name])
+        upload_id = await begin(storage)
+        appending = asyncio.create_task(storage.append_upload(upload_id, 0, pieces(DATA)))
+        await sent.wait()
+        appending.cancel()  # the lease is being taken: the command is on its way
+        with pytest.raises(asyncio.CancelledError):
+            await appending
+        state = await small(async_db).append_upload(upload_id, 0, pieces(DATA))  # not locked
+        assert state.complete
+    finally:
+        await client.close()

@@ -323,10 +323,12 @@ class GridFSResumableUploads:
         if writing:
             change["clean"] = False
         try:
-            before = await self.uploads.find_one_and_update(
-                {"_id": files_id, "token": token, "lease.until": {"$lt": now}},
-                {"$set": change},
-                return_document=False,
+            before = await settle(
+                self.uploads.find_one_and_update(
+                    {"_id": files_id, "token": token, "lease.until": {"$lt": now}},
+                    {"$set": change},
+                    return_document=False,
+                )
             )
             if before is None:
                 _owned(
@@ -335,6 +337,9 @@ class GridFSResumableUploads:
                 raise UploadLocked(f"upload {files_id} is being written by another request")
         except PyMongoError as exc:
             raise StorageUnavailable(str(exc)) from exc
+        except asyncio.CancelledError:
+            await self.cleanups.run(lease.release)  # taken, maybe: not held for a minute
+            raise
         record = dict(_owned(before, token, upload_id))
         change.pop("clean", None)  # as it was: whether this append must look for leftovers
         record.update(change)
