@@ -14,6 +14,7 @@ from gridserve.handlers.files import DEFAULT_LINGER_BYTES, DEFAULT_LINGER_SECOND
 from gridserve.handlers.ops import HealthHandler, MetricsHandler, ReadyHandler
 from gridserve.handlers.stream import DEFAULT_SEND_BUFFER
 from gridserve.handlers.ui import ui_routes
+from gridserve.handoff import s3_storage_of
 from gridserve.media.service import MediaService
 from gridserve.metrics import Metrics
 from gridserve.storage.base import Storage
@@ -119,7 +120,9 @@ def make_app(
             (r"/metrics", MetricsHandler, {"metrics": metrics}),
         ]
     if ui:
-        routes += ui_routes(prefix, ui_uploads)
+        # Players on the page follow --s3-redirect to S3's origin: its CSP must admit it.
+        s3 = s3_storage_of(storage) if settings.get("gridserve_s3_redirect") else None
+        routes += ui_routes(prefix, ui_uploads, s3.presigned_origin if s3 is not None else None)
     if prefix:  # "/fs" is the folder "/fs/": its listing, not a 404
         routes.append((prefix, tornado.web.RedirectHandler, {"url": prefix + "/"}))
     routes.append((rf"{prefix}/(.*)", FilesHandler, options))

@@ -14,6 +14,7 @@ import pytest
 import requests
 
 from gridserve.acl import default_acl, sign_path
+from gridserve.handlers.ui import PAGE_POLICY, page_policy
 from gridserve.handoff import presign_ttl
 from gridserve.storage.s3 import S3Storage
 from tests.livehttp import LiveServer
@@ -140,3 +141,27 @@ def test_the_presigned_url_never_outlives_the_signature(s3_server: S3Proxy, s3_b
         assert 590 <= presigned_lifetime(answer.headers["Location"]) <= 600
     finally:
         live.stop()
+
+
+def test_the_page_admits_the_s3_origin_only_when_redirecting(
+    s3_server: S3Proxy, s3_bucket: str
+) -> None:
+    """A CSP source list is checked again on each redirect: with --s3-redirect the page's
+    ``media-src`` and ``img-src`` name S3's origin (the player follows the 307 there)."""
+    assert page_policy() == PAGE_POLICY and "media-src 'self';" in PAGE_POLICY
+    assert "img-src 'self' https://s3.example; media-src 'self' https://s3.example;" in (
+        page_policy(["https://s3.example"])
+    )
+    options = s3_server.client_options()
+    for redirect, expected in [(TTL, page_policy([s3_server.endpoint])), (None, PAGE_POLICY)]:
+        live = LiveServer(
+            lambda: S3Storage(s3_bucket, "media", **options),
+            ui=True,
+            gridserve_s3_redirect=redirect,
+        ).start()
+        try:
+            for method in ("GET", "HEAD"):
+                page = requests.request(method, live.url("/"), timeout=10)
+                assert page.headers["Content-Security-Policy"] == expected
+        finally:
+            live.stop()

@@ -8,6 +8,7 @@ to the files API only: the listing, the files, and uploads when they are allowed
 from __future__ import annotations
 
 import json
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 
 import tornado.web
@@ -15,21 +16,39 @@ import tornado.web
 from gridserve.handlers.errors import HeadAsGet, PlainErrors
 
 UI_DIR = Path(__file__).resolve().parent.parent / "ui"
-PAGE_POLICY = (
-    "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; "
-    "media-src 'self'; connect-src 'self'; form-action 'self'; base-uri 'none'; "
-    "frame-ancestors 'none'"
-)
+
+
+def page_policy(media_origins: Sequence[str] = ()) -> str:
+    """The page's Content-Security-Policy: same-origin everything, except that pictures and
+    media may also come from ``media_origins`` (the origin ``--s3-redirect`` sends the player
+    to: a CSP source list is checked again on each redirect)."""
+    extra = "".join(" " + origin for origin in media_origins)
+    return (
+        f"default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'{extra}; "
+        f"media-src 'self'{extra}; connect-src 'self'; form-action 'self'; base-uri 'none'; "
+        "frame-ancestors 'none'"
+    )
+
+
+PAGE_POLICY = page_policy()
+
+MediaOrigin = Callable[[], Awaitable[str]]
+"""Returns the origin (``scheme://host[:port]``) files are redirected to."""
 
 
 class PageHandler(HeadAsGet, PlainErrors):
-    """``/``: the page, with a strict Content-Security-Policy (same-origin everything)."""
+    """``/``: the page, with a strict Content-Security-Policy (same-origin everything, plus
+    the origin of ``media_origin`` for pictures and media when given)."""
 
     SUPPORTED_METHODS: tuple[str, ...] = ("GET", "HEAD")
 
-    def get(self) -> None:
+    def initialize(self, media_origin: MediaOrigin | None = None) -> None:
+        self.media_origin = media_origin
+
+    async def get(self) -> None:
+        origins = [await self.media_origin()] if self.media_origin is not None else []
         self.set_header("Content-Type", "text/html; charset=utf-8")
-        self.set_header("Content-Security-Policy", PAGE_POLICY)
+        self.set_header("Content-Security-Policy", page_policy(origins))
         self.set_header("X-Content-Type-Options", "nosniff")
         self.set_header("Cache-Control", "no-cache")
         self.finish((UI_DIR / "index.html").read_bytes())
@@ -59,9 +78,12 @@ class AssetHandler(PlainErrors, tornado.web.StaticFileHandler):
         self.set_header("Cache-Control", "no-cache")
 
 
-def ui_routes(prefix: str, uploads: bool) -> list[tuple[str, type, dict[str, object]]]:
+def ui_routes(
+    prefix: str, uploads: bool, media_origin: MediaOrigin | None = None
+) -> list[tuple[str, type, dict[str, object]]]:
+    """The page's routes; ``media_origin``: see :class:`PageHandler`."""
     return [
-        (r"/", PageHandler, {}),
+        (r"/", PageHandler, {"media_origin": media_origin}),
         (r"/_ui/config\.json", ConfigHandler, {"prefix": prefix, "uploads": uploads}),
         (r"/_ui/(app\.js|style\.css|favicon\.svg)", AssetHandler, {"path": str(UI_DIR)}),
         (r"/favicon\.ico", tornado.web.RedirectHandler, {"url": "/_ui/favicon.svg"}),

@@ -24,6 +24,7 @@ import json
 from collections.abc import AsyncGenerator, AsyncIterable, AsyncIterator, Hashable, Mapping
 from datetime import datetime
 from typing import Any
+from urllib.parse import urlsplit
 
 from gridserve.mediatypes import is_valid_media_type
 from gridserve.storage.base import (
@@ -97,6 +98,7 @@ class S3Storage(Storage):
         self._session = get_session()
         self._stack: contextlib.AsyncExitStack | None = None
         self._client: Any = None
+        self._presigned_origin: str | None = None
 
     @property
     def description(self) -> str:
@@ -264,6 +266,18 @@ class S3Storage(Storage):
             "get_object", Params=params, ExpiresIn=expires_in
         )
         return url
+
+    async def presigned_origin(self) -> str:
+        """The origin (``scheme://host[:port]``) of this bucket's presigned URLs, for a page's
+        Content-Security-Policy; computed once (signing is local: no request is made)."""
+        if self._presigned_origin is None:
+            client = await self._s3()
+            url: str = await client.generate_presigned_url(
+                "get_object", Params={"Bucket": self.bucket, "Key": "origin"}, ExpiresIn=60
+            )
+            parts = urlsplit(url)
+            self._presigned_origin = f"{parts.scheme}://{parts.netloc}"
+        return self._presigned_origin
 
     async def _deleted_or(self, error: Exception, info: FileInfo) -> Exception:
         """``FileNotFound`` if ``info``'s object is gone, else ``error``. A failed ``If-Match``
