@@ -19,8 +19,8 @@ gridserve would, which are then served directly too.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping
+from functools import lru_cache
 from urllib.parse import quote
 
 from gridserve import ranges
@@ -45,13 +45,16 @@ def accel_path(storage: object, info: FileInfo, prefix: str) -> str | None:
     if not isinstance(storage, LocalStorage):
         return None
     relative = str(info.id)
-    root = str(storage.real_root)
-    real = os.path.realpath(os.path.join(root, relative))
-    if not real.startswith(root + os.sep) or not os.path.isfile(real):
-        return None
     if any(part in ("", ".", "..") for part in relative.split("/")):
         return None
-    return prefix + quote(relative, safe="/")
+    if not storage.is_file_inside(relative):
+        return None
+    return prefix + _quoted(relative)
+
+
+@lru_cache(maxsize=4096)
+def _quoted(relative: str) -> str:
+    return quote(relative, safe="/")
 
 
 def wants_direct(headers: Mapping[str, str], max_ranges: int) -> bool:

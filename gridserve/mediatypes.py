@@ -18,6 +18,7 @@ from __future__ import annotations
 import mimetypes
 import posixpath
 import re
+from functools import lru_cache
 from urllib.parse import quote
 from xml.etree.ElementTree import Element, ParseError, XMLPullParser
 
@@ -125,7 +126,11 @@ def is_valid_media_type(value: str) -> bool:
 
 def guess_type(filename: str) -> str:
     """The content type of ``filename`` by its extension, else ``application/octet-stream``."""
-    ext = posixpath.splitext(filename)[1].lower()
+    return _type_of_extension(posixpath.splitext(filename)[1].lower())
+
+
+@lru_cache(maxsize=1024)
+def _type_of_extension(ext: str) -> str:
     if ext in MEDIA_TYPES:
         return MEDIA_TYPES[ext]
     guessed, _ = _BUILTIN.guess_type("x" + ext, strict=False) if ext else (None, None)

@@ -77,6 +77,43 @@ async def test_local_sidecar_of_replaced_content_is_ignored(
         await read_all(storage, saved)  # the looked-up file changed under the reader
 
 
+async def test_local_lookups_kept_while_stat_shows_nothing_changed(local_root: Path) -> None:
+    """Resolve keeps a name's FileInfo (no sidecar read, the same ETag object) while stat shows
+    the file and its sidecars unchanged; any change seen by another instance (another worker)
+    is seen at the next lookup."""
+    storage, other = LocalStorage(local_root), LocalStorage(local_root)
+    saved = await storage.save("a.webm", pieces(b"first"), content_type="video/webm")
+    first = await storage.resolve("a.webm")
+    assert await storage.resolve("a.webm") is first and first.etag == saved.etag
+    # metadata patched by another worker: a new sidecar
+    await other.update_metadata(first, {"duration": 2.0})
+    patched = await storage.resolve("a.webm")
+    assert patched.metadata["duration"] == 2.0 and patched.etag == first.etag
+    # a sidecar edited in place (same size, same inode; file times are coarse, so its clock
+    # is moved on as a later edit would)
+    meta = storage._meta_path("a.webm")
+    before = meta.stat()
+    meta.write_text(meta.read_text().replace("video/webm", "video/mp4d"))
+    os.utime(meta, ns=(before.st_atime_ns, before.st_mtime_ns + 10**9))
+    assert meta.stat().st_ino == before.st_ino and meta.stat().st_size == before.st_size
+    assert (await storage.resolve("a.webm")).content_type == "video/mp4d"
+    # content replaced by hand with as many bytes: the sidecar no longer applies
+    (local_root / "a.webm").write_bytes(b"other")
+    replaced = await storage.resolve("a.webm")
+    assert replaced.md5 is None and replaced.content_type is None
+    # a sidecar of the old layout appearing
+    (local_root / "b.bin").write_bytes(b"b")
+    assert (await storage.resolve("b.bin")).content_type is None
+    st = (local_root / "b.bin").stat()
+    old = local_root / ".gridserve" / "meta" / "b.bin.json"
+    old.parent.mkdir(parents=True, exist_ok=True)
+    old.write_text(json.dumps({"size": 1, "mtime_ns": st.st_mtime_ns, "contentType": "audio/ogg"}))
+    assert (await storage.resolve("b.bin")).content_type == "audio/ogg"
+    (local_root / "a.webm").unlink()
+    with pytest.raises(FileNotFound):
+        await storage.resolve("a.webm")
+
+
 async def test_local_aborted_save_leaves_no_temporary_file(
     storage: Storage, local_root: Path
 ) -> None:

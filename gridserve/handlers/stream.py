@@ -50,6 +50,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import hashlib
 import logging
 import re
@@ -62,6 +63,7 @@ from datetime import datetime
 from typing import Any
 
 import tornado.web
+from tornado import httputil
 from tornado.iostream import StreamClosedError
 
 from gridserve import handoff, ranges, validators
@@ -93,6 +95,8 @@ DEFAULT_SEND_TIMEOUT = 60.0
 DEFAULT_SEND_BUFFER = 512 * 1024
 YIELD_EVERY = 1024 * 1024
 _REVISION_RE = re.compile(r"-?[0-9]{1,9}")
+_http_date = functools.lru_cache(maxsize=4096)(httputil.format_timestamp)
+"""Last-Modified as Tornado writes it, formatted once per date (email.utils is slow)."""
 
 
 def parse_revision(value: str | None) -> int | None:
@@ -329,7 +333,7 @@ class GridFSHandler(StorageRequestHandler, tornado.web.StaticFileHandler):
 
         self.set_header("Accept-Ranges", "bytes")
         self.set_header("ETag", str(etag))
-        self.set_header("Last-Modified", modified)
+        self.set_header("Last-Modified", _http_date(modified))
         content_type = self.get_content_type()
         cache_time = self.get_cache_time(path, modified, content_type)
         private = not self.shared_cacheable()

@@ -50,9 +50,17 @@ import os
 import shutil
 import stat
 import tempfile
-from collections.abc import AsyncGenerator, AsyncIterable, AsyncIterator, Callable, Mapping
+from collections.abc import (
+    AsyncGenerator,
+    AsyncIterable,
+    AsyncIterator,
+    Callable,
+    Hashable,
+    Mapping,
+)
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta, timezone
+from functools import lru_cache
 from itertools import islice
 from pathlib import Path
 from typing import Any, TypeVar
@@ -82,6 +90,7 @@ READ_BLOCK = 64 * 1024  # per slow client, one block is in flight: keep it small
 STATE_DIR = ".gridserve"
 NAME_MAX = 255
 LIST_THREADS = 2
+RESOLVED_CACHE = 4096  # names whose FileInfo is kept while stat shows them unchanged
 MAX_LISTINGS = 4
 # Errors a request's own path causes: the name is not there for it, whatever the disk holds.
 NOT_FOUND_ERRNOS = frozenset(
@@ -129,6 +138,7 @@ class LocalStorage(LocalUploads, Storage):
         self._max_listings = max_listings
         self._list_executor: ThreadPoolExecutor | None = None
         self._listings: asyncio.Semaphore | None = None
+        self._resolved: dict[str, tuple[Hashable, FileInfo]] = {}
 
     @property
     def description(self) -> str:
@@ -186,6 +196,17 @@ class LocalStorage(LocalUploads, Storage):
             raise
         return fd, st
 
+    def is_file_inside(self, relative: str) -> bool:
+        """Whether ``relative`` opens as a regular file whose real location (after links,
+        checked on the descriptor opened) is inside the root: the check of :meth:`resolve`,
+        without the metadata (what ``--accel-redirect`` asks before handing a path to nginx)."""
+        try:
+            fd, _ = self._open_inside(relative)
+        except (FileNotFound, InvalidKey, StorageUnavailable):
+            return False
+        os.close(fd)
+        return True
+
     def _is_inside(self, fd: int, path: str) -> bool:
         try:
             real = os.readlink(f"/proc/self/fd/{fd}")  # what the kernel opened: one syscall
@@ -194,12 +215,11 @@ class LocalStorage(LocalUploads, Storage):
         return real.startswith(self._real_root_str + os.sep)
 
     def _meta_path(self, relative: str) -> Path:
-        digest = hashlib.sha256(relative.encode("utf-8", "surrogateescape")).hexdigest()
-        return self.state / "meta" / digest[:2] / f"{digest}.json"
+        return _meta_path(self.state, relative)
 
     def _old_meta_path(self, relative: str) -> Path:
         """Where the first layout (0.1) kept the sidecar (read as a fallback)."""
-        return self.state / "meta" / (relative + ".json")
+        return _old_meta_path(self.state, relative)
 
     # -- reading -------------------------------------------------------------------------
 
@@ -212,7 +232,22 @@ class LocalStorage(LocalUploads, Storage):
     def _resolve_sync(self, relative: str) -> FileInfo:
         fd, st = self._open_inside(relative)
         os.close(fd)
-        return self._info(relative, st)
+        # What the answer is made of: the file and its sidecars (either layout), as stat sees
+        # them. Sidecars are replaced by rename (a new inode) and any write changes ctime, so
+        # an unchanged key means an unchanged FileInfo: no sidecar read, no JSON, no new ETag.
+        key = (
+            _stat_key(st),
+            _stat_key_of(self._meta_path(relative)),
+            _stat_key_of(self._old_meta_path(relative)),
+        )
+        known = self._resolved.get(relative)
+        if known is not None and known[0] == key:
+            return known[1]
+        info = self._info(relative, st)
+        if len(self._resolved) >= RESOLVED_CACHE:
+            del self._resolved[next(iter(self._resolved))]  # the oldest entry
+        self._resolved[relative] = (key, info)
+        return info
 
     def _info(self, relative: str, st: os.stat_result) -> FileInfo:
         sidecar = self._read_sidecar(relative, st)
@@ -492,9 +527,35 @@ def _request_error(
     return StorageUnavailable(f"{relative}: {exc.strerror}")
 
 
+@lru_cache(maxsize=4096)
+def _meta_path(state: Path, relative: str) -> Path:
+    """Where the sidecar of ``relative`` lives under ``state`` (the same on every call: kept,
+    a hash and three path joins per read are worth keeping)."""
+    digest = hashlib.sha256(relative.encode("utf-8", "surrogateescape")).hexdigest()
+    return state / "meta" / digest[:2] / f"{digest}.json"
+
+
+@lru_cache(maxsize=4096)
+def _old_meta_path(state: Path, relative: str) -> Path:
+    return state / "meta" / (relative + ".json")
+
+
+def _stat_key(st: os.stat_result) -> tuple[int, int, int, int, int]:
+    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+
+
+def _stat_key_of(path: Path) -> tuple[int, int, int, int, int] | None:
+    """:func:`_stat_key` of ``path``; None when there is nothing (or nothing readable)."""
+    try:
+        return _stat_key(os.stat(path))
+    except (OSError, ValueError):
+        return None
+
+
 def _load_json(path: Path) -> dict[str, Any]:
     try:
-        value = json.loads(path.read_text("utf-8"))
+        with open(path, "rb") as source:
+            value = json.loads(source.read())
     except (OSError, ValueError):
         return {}
     return value if isinstance(value, dict) else {}
