@@ -47,7 +47,7 @@ def accel_path(storage: object, info: FileInfo, prefix: str) -> str | None:
     relative = str(info.id)
     if any(part in ("", ".", "..") for part in relative.split("/")):
         return None
-    if not storage.is_file_inside(relative):
+    if not storage.is_file_inside(info):
         return None
     return prefix + _quoted(relative)
 

@@ -3,10 +3,12 @@
 - ``--accel-redirect`` behind Debian's nginx (the shipped ``deploy/nginx.conf``): the media
   page is opened through nginx, the player's range requests reach gridserve (which answers
   ``X-Accel-Redirect``) and nginx sends the bytes; nginx's own log shows the seek's range.
-- ``--s3-redirect`` with s3proxy: the page is gridserve's, every media request is a 307 to a
-  presigned URL of another origin (s3proxy's). A ``<video>`` without ``crossorigin`` needs no
-  CORS from the bucket; the page's Content-Security-Policy must admit that origin in
-  ``media-src`` and ``img-src``, which gridserve adds when the redirect is on.
+- ``--s3-redirect`` with s3proxy: the page is gridserve's, its player's first request is a 307
+  to a presigned URL of another origin (s3proxy's). A ``<video>`` without ``crossorigin``
+  needs no CORS from the bucket; the page's Content-Security-Policy must admit that origin in
+  ``media-src`` and ``img-src``, which gridserve adds when the redirect is on (without it the
+  player never loads). Chromium keeps the URL it was redirected to: its later range requests,
+  the seek's included, go straight to S3 (the measured figure says how many reached gridserve).
 
 Chromium asks for a new range on a seek only once playback runs (``play_and_seek`` plays
 first), so the seek to 75% of a 4-minute WebM must show up as a range past the middle at the

@@ -196,10 +196,15 @@ class LocalStorage(LocalUploads, Storage):
             raise
         return fd, st
 
-    def is_file_inside(self, relative: str) -> bool:
-        """Whether ``relative`` opens as a regular file whose real location (after links,
-        checked on the descriptor opened) is inside the root: the check of :meth:`resolve`,
-        without the metadata (what ``--accel-redirect`` asks before handing a path to nginx)."""
+    def is_file_inside(self, info: FileInfo) -> bool:
+        """Whether ``info``'s name opens as a regular file whose real location (after links,
+        checked on the descriptor opened) is inside the root: the check of :meth:`resolve`
+        (what ``--accel-redirect`` asks before handing a path to nginx). ``info`` as the last
+        :meth:`resolve` of its name returned it passed that check then: no second look."""
+        relative = str(info.id)
+        known = self._resolved.get(relative)
+        if known is not None and known[1] is info:
+            return True
         try:
             fd, _ = self._open_inside(relative)
         except (FileNotFound, InvalidKey, StorageUnavailable):
