@@ -250,7 +250,9 @@ class LocalStorage(LocalUploads, Storage):
             return known[1]
         info = self._info(relative, st)
         if len(self._resolved) >= RESOLVED_CACHE:
-            del self._resolved[next(iter(self._resolved))]  # the oldest entry
+            # the oldest entry; with io_threads another thread may be evicting it too
+            with contextlib.suppress(KeyError, RuntimeError, StopIteration):
+                del self._resolved[next(iter(self._resolved))]
         self._resolved[relative] = (key, info)
         return info
 
