@@ -14,6 +14,8 @@ s3proxy working with current botocore.
   left behind, and keep S3's multipart ETag (digests would need a server-side copy).
 - Revisions: the newest only (``rev`` ``-1`` and ``0`` name it), as on local disk.
 - Keys ending in ``/`` (directory placeholders some services list) are not files.
+- Resumable uploads (tus): :mod:`gridserve.storage.s3uploads` (a multipart upload on a private
+  staging key, copied onto the file's key with its digests at completion).
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ import contextlib
 import json
 from collections.abc import AsyncGenerator, AsyncIterable, AsyncIterator, Hashable, Mapping
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 from gridserve.mediatypes import is_valid_media_type
@@ -32,7 +35,6 @@ from gridserve.storage.base import (
     FileInfo,
     FileNotFound,
     InvalidKey,
-    Storage,
     StorageUnavailable,
     UploadDigests,
     check_key,
@@ -40,6 +42,8 @@ from gridserve.storage.base import (
     stored_content_type,
     utc,
 )
+from gridserve.storage.resumable import RunningDigests
+from gridserve.storage.s3uploads import HostLocks, S3Uploads, default_lock_dir
 from gridserve.storage.writes import Cleanups, settle
 
 DEFAULT_PART_SIZE = 8 * 1024 * 1024
@@ -59,9 +63,11 @@ _RESERVED = ".gridserve/"
 _METADATA_RECORD = "metadata.json"
 
 
-class S3Storage(Storage):
+class S3Storage(S3Uploads):
     """Objects of ``bucket`` under ``prefix``. ``client_options`` go to aiobotocore's
-    ``create_client`` (``endpoint_url``, ``region_name``, ``aws_access_key_id`` ...)."""
+    ``create_client`` (``endpoint_url``, ``region_name``, ``aws_access_key_id`` ...).
+    ``upload_lock_dir``: where this host's processes lock resumable uploads (default: a
+    directory of this storage under the system's temporary directory)."""
 
     def __init__(
         self,
@@ -69,6 +75,7 @@ class S3Storage(Storage):
         prefix: str = "",
         *,
         part_size: int = DEFAULT_PART_SIZE,
+        upload_lock_dir: str | None = None,
         **client_options: Any,
     ) -> None:
         try:
@@ -82,6 +89,11 @@ class S3Storage(Storage):
         self.prefix = prefix.strip("/") + "/" if prefix.strip("/") else ""
         self.part_size = part_size
         self.cleanups = Cleanups()
+        identity = f"{client_options.get('endpoint_url')}|{bucket}|{self.prefix}"
+        self.upload_locks = HostLocks(
+            Path(upload_lock_dir) if upload_lock_dir else default_lock_dir(identity)
+        )
+        self.running_digests = RunningDigests()
         client_options.setdefault(
             "config",
             AioConfig(

@@ -1,0 +1,659 @@
+"""Resumable uploads (tus) into S3: the partial-upload half of
+:class:`~gridserve.storage.s3.S3Storage` (contract: "Resumable uploads" in
+:mod:`gridserve.storage.base`).
+
+Everything an upload keeps lives under the storage's private ``PREFIX/.gridserve/`` (no key
+there resolves, is listed or can be written by an upload):
+
+``.gridserve/uploads/<id>.json``
+    The state: name, length, offset, owner, metadata, expiry, head, the part size, the id of
+    the multipart upload and the ETags of its parts. Rewritten (one small ``PutObject``) at the
+    end of every append: that write is the append's commit point. ``expired_uploads`` lists
+    these objects.
+``.gridserve/upload-data/<id>/staging``
+    The key of the upload's S3 multipart upload, created at the first full part. Every part
+    is exactly the upload's part size (``part_size``, at least 5 MiB; larger when a known
+    length needs it to fit in 10,000 parts); only the last may be smaller.
+``.gridserve/upload-data/<id>/tail-<offset>``
+    The tail: the bytes after the last full part (less than a part), a plain object named by
+    the offset it ends at. The next append reads it back in front of its bytes; a tail never
+    changes in place, so a crash between writing the new tail and the state leaves the state
+    pointing at an intact old one (the stray new one goes with the upload's other objects).
+
+**Why a private staging key and a copy at completion.** A file must appear under its name
+with the user metadata ``save`` stores (``md5``, ``sha256``, the JSON metadata) and its content
+type, but S3 fixes an object's metadata at ``CreateMultipartUpload``, when no digest is known.
+So the parts go to the private staging key; completion completes that multipart upload there,
+then copies the staged object server-side onto the file's key with the metadata
+(``CopyObject`` with ``MetadataDirective=REPLACE``; above 5 GiB, the copy limit, a multipart
+copy of ``UploadPartCopy`` ranges), which is atomic: the file appears whole or not at all, and
+replaces an older one of the name. Then the staging, tails and state are deleted. The copy
+costs a server-side pass over the bytes and nothing through gridserve. An upload smaller than
+a part never starts a multipart upload: completion is one ``PutObject`` of the tail.
+
+**Digests.** md5/sha256 come from :class:`RunningDigests` when this process saw every append
+(the usual case); otherwise completion reads the staged object back once (parts cannot be read
+before the multipart upload is completed), after completing it and before the copy. An
+interrupted completion resumes where it stopped (``staged`` in the state).
+
+**Appends.** The bytes stream into parts of ``part_size`` (one part in memory at a time, as
+``save`` does), numbered after the recorded ones; the state is written last. Bytes of an
+append that is not committed (checksum mismatch, a crash) may have been sent as parts with
+numbers past the recorded ones: they are never named at completion (the next append overwrites
+them), so they are never part of a file; S3 frees parts a completion does not name, an abort
+frees all. With a checksum the parts and tail of a failed append are dropped (the state is
+not rewritten, a new multipart upload is aborted). Without one, when ``chunks`` fails
+(client gone), what arrived is committed before the error is re-raised.
+
+**Locks.** One append, completion or termination of an upload at a time per host: a set in
+the process plus an ``flock`` on ``<lock_dir>/<storage>/<id>.lock``, taken without waiting
+(:class:`UploadLocked`). S3 has no lock of its own, so appends to one upload from two hosts
+at once are not excluded: route an upload's requests to one host (sticky by URL) or use
+GridFS. They cannot interleave silently: completion names each part by its ETag and S3 refuses
+an overwritten one (``InvalidPart``).
+"""
+
+from __future__ import annotations
+
+import abc
+import base64
+import builtins
+import contextlib
+import errno
+import fcntl
+import hashlib
+import json
+import math
+import os
+import re
+import secrets
+import tempfile
+from collections.abc import AsyncIterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from gridserve.mediatypes import is_valid_media_type
+from gridserve.storage.base import (
+    CorruptFile,
+    FileInfo,
+    FileNotFound,
+    InvalidKey,
+    Storage,
+    UploadDigests,
+    utc,
+)
+from gridserve.storage.resumable import (
+    HEAD_BYTES,
+    Checksum,
+    ChecksumMismatch,
+    RunningDigests,
+    UploadConflict,
+    UploadLocked,
+    UploadNotFound,
+    UploadState,
+)
+from gridserve.storage.writes import Cleanups, settle
+
+UPLOADS = ".gridserve/uploads/"
+UPLOAD_DATA = ".gridserve/upload-data/"
+MAX_PARTS = 10_000
+MAX_PART_SIZE = 5 * 1024**3
+COPY_LIMIT = 5 * 1024**3  # CopyObject's largest source; above it, a multipart copy
+READ_BLOCK = 1024 * 1024
+_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
+
+
+@dataclass
+class _Record:
+    """The stored state of one upload (``.gridserve/uploads/<id>.json``)."""
+
+    state: UploadState
+    part_size: int
+    multipart: str | None = None
+    parts: list[str] = field(default_factory=list)  # ETags of parts 1..n, each part_size bytes
+    staged: bool = False  # the multipart upload was completed into the staging object
+
+    @property
+    def tail_length(self) -> int:
+        return self.state.offset - len(self.parts) * self.part_size
+
+    def to_json(self) -> bytes:
+        s = self.state
+        return json.dumps(
+            {
+                "v": 1,
+                "name": s.name,
+                "length": s.length,
+                "offset": s.offset,
+                "created": s.created_at.isoformat(),
+                "expires": s.expires_at.isoformat(),
+                "owner": s.owner,
+                "metadata": s.metadata,
+                "head": base64.b64encode(s.head).decode(),
+                "part_size": self.part_size,
+                "multipart": self.multipart,
+                "parts": self.parts,
+                "staged": self.staged,
+            },
+            separators=(",", ":"),
+        ).encode()
+
+    @classmethod
+    def from_json(cls, upload_id: str, data: bytes) -> _Record:
+        try:
+            d = json.loads(data)
+            state = UploadState(
+                id=upload_id,
+                name=str(d["name"]),
+                length=None if d["length"] is None else int(d["length"]),
+                offset=int(d["offset"]),
+                created_at=utc(datetime.fromisoformat(d["created"])),
+                expires_at=utc(datetime.fromisoformat(d["expires"])),
+                owner=str(d["owner"]),
+                metadata={str(k): str(v) for k, v in dict(d["metadata"]).items()},
+                head=base64.b64decode(d["head"]),
+            )
+            return cls(
+                state,
+                int(d["part_size"]),
+                d["multipart"],
+                [str(etag) for etag in d["parts"]],
+                bool(d["staged"]),
+            )
+        except (ValueError, TypeError, KeyError, AttributeError) as exc:
+            raise CorruptFile(f"upload {upload_id}: unreadable state") from exc
+
+
+class HostLocks:
+    """Non-blocking exclusive locks by name, for the tasks of this process (a set) and the
+    processes of this host (``flock`` on a file per name, removed on release while held; a
+    taker checks that the file it locked is still the one at the path)."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        self._held: set[str] = set()
+
+    @contextlib.contextmanager
+    def hold(self, name: str) -> Iterator[None]:
+        if name in self._held:
+            raise UploadLocked(name)
+        self.directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+        path = self.directory / f"{name}.lock"
+        while True:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError as exc:
+                os.close(fd)
+                if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+                    raise UploadLocked(name) from exc
+                raise
+            try:
+                same = os.stat(path).st_ino == os.fstat(fd).st_ino
+            except FileNotFoundError:
+                same = False
+            if same:
+                break
+            os.close(fd)  # its holder removed it meanwhile: lock the new one
+        self._held.add(name)
+        try:
+            yield
+        finally:
+            self._held.discard(name)
+            with contextlib.suppress(OSError):
+                os.unlink(path)
+            os.close(fd)
+
+
+def default_lock_dir(identity: str) -> Path:
+    """Where this host's processes lock the uploads of the storage named by ``identity``."""
+    digest = hashlib.sha256(identity.encode()).hexdigest()[:24]
+    return Path(tempfile.gettempdir()) / f"gridserve-{os.getuid()}" / "s3-uploads" / digest
+
+
+def part_size_for(length: int | None, part_size: int) -> int:
+    """The part size of an upload of ``length`` bytes: ``part_size``, or more when that would
+    take more than 10,000 parts (an S3 limit). UploadConflict beyond S3's largest object."""
+    if length is None:
+        return part_size
+    size = max(part_size, math.ceil(length / MAX_PARTS))
+    if size > MAX_PART_SIZE:
+        raise UploadConflict(f"{length} bytes is more than S3 stores in one object")
+    return size
+
+
+class S3Uploads(Storage, abc.ABC):
+    """Resumable uploads for :class:`~gridserve.storage.s3.S3Storage` (see the module doc)."""
+
+    bucket: str
+    prefix: str
+    part_size: int
+    cleanups: Cleanups
+    upload_locks: HostLocks
+    running_digests: RunningDigests
+    copy_limit: int = COPY_LIMIT
+
+    @abc.abstractmethod
+    async def _s3(self) -> Any: ...
+
+    @abc.abstractmethod
+    def _object_key(self, key: str) -> str: ...
+
+    @staticmethod
+    @abc.abstractmethod
+    def _translate(exc: Exception, key: str) -> Exception: ...
+
+    # -- keys and records -------------------------------------------------------------------
+
+    def _state_key(self, upload_id: str) -> str:
+        return f"{self.prefix}{UPLOADS}{upload_id}.json"
+
+    def _data_key(self, upload_id: str, name: str = "") -> str:
+        return f"{self.prefix}{UPLOAD_DATA}{upload_id}/{name}"
+
+    def _tail_key(self, record: _Record) -> str:
+        return self._data_key(record.state.id, f"tail-{record.state.offset}")
+
+    async def _call(self, what: str, operation: str, **request: Any) -> Any:
+        """One S3 call with the storage's error translation (a missing key: FileNotFound)."""
+        try:
+            return await getattr(await self._s3(), operation)(Bucket=self.bucket, **request)
+        except Exception as exc:
+            raise self._translate(exc, what) from exc
+
+    async def _get(self, key: str, what: str) -> bytes:
+        response = await self._call(what, "get_object", Key=key)
+        async with response["Body"] as body:
+            data: bytes = await body.read()
+        return data
+
+    async def _load(self, upload_id: str) -> _Record:
+        if not _ID.fullmatch(upload_id):
+            raise UploadNotFound(upload_id)
+        try:
+            data = await self._get(self._state_key(upload_id), upload_id)
+        except FileNotFound as exc:
+            raise UploadNotFound(upload_id) from exc
+        return _Record.from_json(upload_id, data)
+
+    async def _save_record(self, record: _Record) -> None:
+        await self._call(
+            record.state.id,
+            "put_object",
+            Key=self._state_key(record.state.id),
+            Body=record.to_json(),
+            ContentType="application/json",
+        )
+
+    async def _send_part(
+        self, upload_id: str, multipart: str | None, number: int, data: bytes
+    ) -> str:
+        part = await self._call(
+            upload_id,
+            "upload_part",
+            Key=self._data_key(upload_id, "staging"),
+            UploadId=multipart,
+            PartNumber=number,
+            Body=data,
+        )
+        return str(part["ETag"])
+
+    # -- the operations ---------------------------------------------------------------------
+
+    async def begin_upload(
+        self,
+        name: str,
+        *,
+        length: int | None,
+        owner: str,
+        metadata: Mapping[str, str],
+        expires_at: datetime,
+    ) -> UploadState:
+        try:
+            self._object_key(name)
+        except FileNotFound as exc:  # a reserved name: never a file
+            raise InvalidKey(f"{name!r} cannot name a file") from exc
+        if length is not None and length < 0:
+            raise UploadConflict("negative length")
+        now = datetime.now(timezone.utc)
+        state = UploadState(
+            id=secrets.token_urlsafe(24),
+            name=name,
+            length=length,
+            offset=0,
+            created_at=now,
+            expires_at=utc(expires_at),
+            owner=owner,
+            metadata=dict(metadata),
+        )
+        await self._save_record(_Record(state, part_size_for(length, self.part_size)))
+        return state
+
+    async def upload_state(self, upload_id: str) -> UploadState:
+        return (await self._load(upload_id)).state
+
+    async def append_upload(
+        self,
+        upload_id: str,
+        offset: int,
+        chunks: AsyncIterable[bytes],
+        *,
+        length: int | None = None,
+        checksum: Checksum | None = None,
+        expires_at: datetime | None = None,
+    ) -> UploadState:
+        if not _ID.fullmatch(upload_id):
+            raise UploadNotFound(upload_id)
+        with self.upload_locks.hold(upload_id):
+            record = await self._load(upload_id)
+            state = record.state
+            if offset != state.offset:
+                raise UploadConflict(f"offset {offset}, the upload is at {state.offset}")
+            if length is not None:
+                if state.length is not None and length != state.length:
+                    raise UploadConflict(f"length {length}, the upload's is {state.length}")
+                if length < state.offset:
+                    raise UploadConflict(f"length {length} is below the offset {state.offset}")
+                if length > record.part_size * MAX_PARTS:
+                    raise UploadConflict(f"{length} bytes is more than this upload can take")
+            changed = (length is not None and length != state.length) or (
+                expires_at is not None and utc(expires_at) != state.expires_at
+            )
+            if length is not None:
+                state.length = length
+            if expires_at is not None:
+                state.expires_at = utc(expires_at)
+            await self._append(record, chunks, checksum, changed)
+            return state
+
+    async def _append(
+        self,
+        record: _Record,
+        chunks: AsyncIterable[bytes],
+        checksum: Checksum | None,
+        changed: bool,
+    ) -> None:
+        """Streams ``chunks`` into parts and a new tail, then stores ``record`` updated (also
+        when only ``changed``: a new length or expiry). Raises what ``chunks`` raised (after
+        committing what arrived), ChecksumMismatch, UploadConflict."""
+        state = record.state
+        old_tail = self._tail_key(record) if record.tail_length else None
+        buffer = bytearray()
+        if old_tail is not None:
+            buffer += await self._get(old_tail, state.id)
+            if len(buffer) != record.tail_length:
+                raise CorruptFile(f"upload {state.id}: its tail is {len(buffer)} bytes")
+        digests = self.running_digests.at(state.id, state.offset)
+        hasher: Any = checksum.hasher() if checksum is not None else None
+        limit = state.length if state.length is not None else record.part_size * MAX_PARTS
+        head = bytearray(state.head)
+        parts = builtins.list(record.parts)
+        multipart = record.multipart
+        received = 0
+        failure: BaseException | None = None
+        try:
+            async for piece in chunks:
+                room = limit - state.offset - received
+                if len(piece) > room:
+                    piece = piece[:room]
+                    failure = UploadConflict(f"bytes past the upload's length {limit}")
+                if hasher is not None:
+                    hasher.update(piece)
+                if digests is not None:
+                    digests.update(piece)
+                if len(head) < HEAD_BYTES:
+                    head += piece[: HEAD_BYTES - len(head)]
+                buffer += piece
+                received += len(piece)
+                while len(buffer) >= record.part_size:
+                    if multipart is None:
+                        multipart = await self._start_multipart(state.id)
+                    part = bytes(buffer[: record.part_size])
+                    parts.append(
+                        await settle(self._send_part(state.id, multipart, len(parts) + 1, part))
+                    )
+                    del buffer[: record.part_size]
+                if failure is not None:
+                    break
+        except BaseException as exc:  # the client went away, or a part failed
+            failure = exc
+        if (
+            checksum is not None
+            and hasher is not None
+            and (failure is not None or hasher.digest() != checksum.digest)
+        ):
+            if multipart is not None and record.multipart is None:
+                await self._abort(state.id, multipart)
+            if failure is not None:
+                raise failure
+            raise ChecksumMismatch(f"upload {state.id}: the bytes do not match the checksum")
+        if received:
+            record.multipart = multipart
+            record.parts = parts
+            state.offset += received
+            state.head = bytes(head)
+            if buffer:
+                tail = self._tail_key(record)
+                await settle(self._call(state.id, "put_object", Key=tail, Body=bytes(buffer)))
+        if received or changed:
+            await settle(self._save_record(record))  # the commit point
+        if received:
+            if digests is not None:
+                self.running_digests.store(state.id, state.offset, digests)
+            if old_tail is not None:
+                with contextlib.suppress(Exception):
+                    await self._call(state.id, "delete_object", Key=old_tail)
+        if failure is not None:
+            raise failure
+
+    async def _start_multipart(self, upload_id: str) -> str:
+        created = await settle(
+            self._call(
+                upload_id, "create_multipart_upload", Key=self._data_key(upload_id, "staging")
+            )
+        )
+        return str(created["UploadId"])
+
+    async def _abort(self, upload_id: str, multipart: str) -> None:
+        async def abort() -> None:
+            with contextlib.suppress(FileNotFound, CorruptFile):  # NoSuchUpload: gone already
+                await self._call(
+                    upload_id,
+                    "abort_multipart_upload",
+                    Key=self._data_key(upload_id, "staging"),
+                    UploadId=multipart,
+                )
+
+        await self.cleanups.run(abort)
+
+    async def complete_upload(
+        self,
+        upload_id: str,
+        *,
+        content_type: str | None = None,
+        metadata: Mapping[str, Any] | None = None,
+    ) -> FileInfo:
+        if not _ID.fullmatch(upload_id):
+            raise UploadNotFound(upload_id)
+        with self.upload_locks.hold(upload_id):
+            record = await self._load(upload_id)
+            state = record.state
+            if not state.complete:
+                raise UploadConflict(f"upload {upload_id} is at {state.offset} of {state.length}")
+            final = self._object_key(state.name)
+            extra: dict[str, Any] = {
+                "Metadata": {"gridserve": json.dumps(dict(metadata or {}), separators=(",", ":"))}
+            }
+            if content_type and is_valid_media_type(content_type):
+                extra["ContentType"] = content_type
+            if record.multipart is None:  # smaller than a part: all of it is the tail
+                data = await self._get(self._tail_key(record), upload_id) if state.offset else b""
+                if len(data) != state.offset:
+                    raise CorruptFile(f"upload {upload_id}: its tail is {len(data)} bytes")
+                digests = UploadDigests()
+                digests.update(data)
+                extra["Metadata"].update(md5=digests.md5, sha256=digests.sha256)
+                await settle(self._call(upload_id, "put_object", Key=final, Body=data, **extra))
+            else:
+                if not record.staged:
+                    await self._stage(record)
+                digests = self.running_digests.at(upload_id, state.offset) or (
+                    await self._read_digests(upload_id)
+                )
+                extra["Metadata"].update(md5=digests.md5, sha256=digests.sha256)
+                await settle(self._copy(upload_id, final, state.offset, extra))
+            await self._remove(upload_id, record.multipart if not record.staged else None)
+        return await self.resolve(state.name)
+
+    async def _stage(self, record: _Record) -> None:
+        """Sends the tail as the last part and completes the multipart upload onto the
+        staging key; records it (``staged``)."""
+        state = record.state
+        parts = [{"PartNumber": n + 1, "ETag": etag} for n, etag in enumerate(record.parts)]
+        if record.tail_length:
+            tail = await self._get(self._tail_key(record), state.id)
+            etag = await settle(self._send_part(state.id, record.multipart, len(parts) + 1, tail))
+            parts.append({"PartNumber": len(parts) + 1, "ETag": etag})
+        staging = self._data_key(state.id, "staging")
+        try:
+            await settle(
+                self._call(
+                    state.id,
+                    "complete_multipart_upload",
+                    Key=staging,
+                    UploadId=record.multipart,
+                    MultipartUpload={"Parts": parts},
+                )
+            )
+        except FileNotFound:
+            # Completed by an earlier attempt that stopped before it recorded it?
+            head = await self._call(state.id, "head_object", Key=staging)
+            if int(head["ContentLength"]) != state.offset:
+                raise
+        record.staged = True
+        await settle(self._save_record(record))
+
+    async def _read_digests(self, upload_id: str) -> UploadDigests:
+        """md5 + sha256 of the staged object, read back (another process took part)."""
+        digests = UploadDigests()
+        response = await self._call(
+            upload_id, "get_object", Key=self._data_key(upload_id, "staging")
+        )
+        async with response["Body"] as body:
+            async for block in body.iter_chunks(READ_BLOCK):
+                digests.update(block)
+        return digests
+
+    async def _copy(self, upload_id: str, final: str, length: int, extra: dict[str, Any]) -> None:
+        """Copies the staged object onto ``final`` with the file's metadata, server-side."""
+        source = {"Bucket": self.bucket, "Key": self._data_key(upload_id, "staging")}
+        if length <= self.copy_limit:
+            await self._call(
+                upload_id,
+                "copy_object",
+                Key=final,
+                CopySource=source,
+                MetadataDirective="REPLACE",
+                **extra,
+            )
+            return
+        created = await self._call(upload_id, "create_multipart_upload", Key=final, **extra)
+        copy_id = created["UploadId"]
+        piece = min(max(self.part_size, math.ceil(length / MAX_PARTS)), self.copy_limit)
+        parts = []
+        try:
+            for number, start in enumerate(range(0, length, piece), start=1):
+                stop = min(start + piece, length) - 1
+                copied = await self._call(
+                    upload_id,
+                    "upload_part_copy",
+                    Key=final,
+                    UploadId=copy_id,
+                    PartNumber=number,
+                    CopySource=source,
+                    CopySourceRange=f"bytes={start}-{stop}",
+                )
+                parts.append({"PartNumber": number, "ETag": copied["CopyPartResult"]["ETag"]})
+            await self._call(
+                upload_id,
+                "complete_multipart_upload",
+                Key=final,
+                UploadId=copy_id,
+                MultipartUpload={"Parts": parts},
+            )
+        except BaseException:
+
+            async def abort() -> None:
+                with contextlib.suppress(Exception):
+                    await self._call(
+                        upload_id, "abort_multipart_upload", Key=final, UploadId=copy_id
+                    )
+
+            await self.cleanups.run(abort)
+            raise
+
+    async def terminate_upload(self, upload_id: str) -> None:
+        if not _ID.fullmatch(upload_id):
+            raise UploadNotFound(upload_id)
+        with self.upload_locks.hold(upload_id):
+            try:
+                record: _Record | None = await self._load(upload_id)
+            except CorruptFile:
+                record = None  # still removed, whole
+            await self._remove(upload_id, record.multipart if record else None)
+
+    async def _remove(self, upload_id: str, multipart: str | None) -> None:
+        """Aborts the upload's multipart uploads (the recorded one and any a crash left
+        unrecorded), deletes its data objects, then its state (last: until then a sweep finds
+        it again)."""
+        self.running_digests.forget(upload_id)
+        base = self._data_key(upload_id)
+        staging = self._data_key(upload_id, "staging")
+        s3 = await self._s3()
+        try:
+            listed = await s3.list_multipart_uploads(Bucket=self.bucket, Prefix=base)
+            found = {u["UploadId"] for u in listed.get("Uploads") or [] if u["Key"] == staging}
+        except Exception as exc:
+            raise self._translate(exc, upload_id) from exc
+        for started in found | ({multipart} if multipart else set()):
+            await self._abort(upload_id, started)
+        keys: builtins.list[str] = []
+        try:
+            async for page in s3.get_paginator("list_objects_v2").paginate(
+                Bucket=self.bucket, Prefix=base
+            ):
+                keys += [entry["Key"] for entry in page.get("Contents", [])]
+        except Exception as exc:
+            raise self._translate(exc, upload_id) from exc
+        for key in keys:
+            await settle(self._call(upload_id, "delete_object", Key=key))
+        await settle(self._call(upload_id, "delete_object", Key=self._state_key(upload_id)))
+
+    async def expired_uploads(self, now: datetime, limit: int = 1000) -> builtins.list[UploadState]:
+        now = utc(now)
+        found: builtins.list[UploadState] = []
+        base = self.prefix + UPLOADS
+        try:
+            paginator = (await self._s3()).get_paginator("list_objects_v2")
+            pages = [page async for page in paginator.paginate(Bucket=self.bucket, Prefix=base)]
+        except Exception as exc:
+            raise self._translate(exc, base) from exc
+        for page in pages:
+            for entry in page.get("Contents", []):
+                upload_id = entry["Key"][len(base) :].removesuffix(".json")
+                if not _ID.fullmatch(upload_id) or not entry["Key"].endswith(".json"):
+                    continue
+                try:
+                    state = (await self._load(upload_id)).state
+                except UploadNotFound:
+                    continue  # completed or terminated meanwhile
+                except CorruptFile:  # unreadable: expired, so the sweep removes it
+                    modified = utc(entry["LastModified"])
+                    state = UploadState(upload_id, "", None, 0, modified, modified)
+                if state.expires_at < now:
+                    found.append(state)
+                    if len(found) >= limit:
+                        return found
+        return found
