@@ -43,7 +43,8 @@ from gridserve.storage.base import (
     utc,
 )
 from gridserve.storage.resumable import RunningDigests
-from gridserve.storage.s3uploads import HostLocks, S3Uploads, default_lock_dir
+from gridserve.storage.s3uploads import S3Uploads
+from gridserve.storage.s3uploadstate import HostLocks, default_lock_dir
 from gridserve.storage.writes import Cleanups, settle
 
 DEFAULT_PART_SIZE = 8 * 1024 * 1024

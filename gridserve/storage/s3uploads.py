@@ -56,22 +56,13 @@ an overwritten one (``InvalidPart``).
 from __future__ import annotations
 
 import abc
-import base64
 import builtins
 import contextlib
-import errno
-import fcntl
-import hashlib
 import json
 import math
-import os
-import re
 import secrets
-import tempfile
-from collections.abc import AsyncIterable, Iterator, Mapping
-from dataclasses import dataclass, field
+from collections.abc import AsyncIterable, Mapping
 from datetime import datetime, timezone
-from pathlib import Path
 from typing import Any
 
 from gridserve.mediatypes import is_valid_media_type
@@ -90,138 +81,22 @@ from gridserve.storage.resumable import (
     ChecksumMismatch,
     RunningDigests,
     UploadConflict,
-    UploadLocked,
     UploadNotFound,
     UploadState,
 )
+from gridserve.storage.s3uploadstate import (
+    MAX_PARTS,
+    UPLOAD_DATA,
+    UPLOAD_ID,
+    UPLOADS,
+    HostLocks,
+    UploadRecord,
+    part_size_for,
+)
 from gridserve.storage.writes import Cleanups, settle
 
-UPLOADS = ".gridserve/uploads/"
-UPLOAD_DATA = ".gridserve/upload-data/"
-MAX_PARTS = 10_000
-MAX_PART_SIZE = 5 * 1024**3
 COPY_LIMIT = 5 * 1024**3  # CopyObject's largest source; above it, a multipart copy
 READ_BLOCK = 1024 * 1024
-_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
-
-
-@dataclass
-class _Record:
-    """The stored state of one upload (``.gridserve/uploads/<id>.json``)."""
-
-    state: UploadState
-    part_size: int
-    multipart: str | None = None
-    parts: list[str] = field(default_factory=list)  # ETags of parts 1..n, each part_size bytes
-    staged: bool = False  # the multipart upload was completed into the staging object
-
-    @property
-    def tail_length(self) -> int:
-        return self.state.offset - len(self.parts) * self.part_size
-
-    def to_json(self) -> bytes:
-        s = self.state
-        return json.dumps(
-            {
-                "v": 1,
-                "name": s.name,
-                "length": s.length,
-                "offset": s.offset,
-                "created": s.created_at.isoformat(),
-                "expires": s.expires_at.isoformat(),
-                "owner": s.owner,
-                "metadata": s.metadata,
-                "head": base64.b64encode(s.head).decode(),
-                "part_size": self.part_size,
-                "multipart": self.multipart,
-                "parts": self.parts,
-                "staged": self.staged,
-            },
-            separators=(",", ":"),
-        ).encode()
-
-    @classmethod
-    def from_json(cls, upload_id: str, data: bytes) -> _Record:
-        try:
-            d = json.loads(data)
-            state = UploadState(
-                id=upload_id,
-                name=str(d["name"]),
-                length=None if d["length"] is None else int(d["length"]),
-                offset=int(d["offset"]),
-                created_at=utc(datetime.fromisoformat(d["created"])),
-                expires_at=utc(datetime.fromisoformat(d["expires"])),
-                owner=str(d["owner"]),
-                metadata={str(k): str(v) for k, v in dict(d["metadata"]).items()},
-                head=base64.b64decode(d["head"]),
-            )
-            return cls(
-                state,
-                int(d["part_size"]),
-                d["multipart"],
-                [str(etag) for etag in d["parts"]],
-                bool(d["staged"]),
-            )
-        except (ValueError, TypeError, KeyError, AttributeError) as exc:
-            raise CorruptFile(f"upload {upload_id}: unreadable state") from exc
-
-
-class HostLocks:
-    """Non-blocking exclusive locks by name, for the tasks of this process (a set) and the
-    processes of this host (``flock`` on a file per name, removed on release while held; a
-    taker checks that the file it locked is still the one at the path)."""
-
-    def __init__(self, directory: Path) -> None:
-        self.directory = directory
-        self._held: set[str] = set()
-
-    @contextlib.contextmanager
-    def hold(self, name: str) -> Iterator[None]:
-        if name in self._held:
-            raise UploadLocked(name)
-        self.directory.mkdir(parents=True, exist_ok=True, mode=0o700)
-        path = self.directory / f"{name}.lock"
-        while True:
-            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except OSError as exc:
-                os.close(fd)
-                if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
-                    raise UploadLocked(name) from exc
-                raise
-            try:
-                same = os.stat(path).st_ino == os.fstat(fd).st_ino
-            except FileNotFoundError:
-                same = False
-            if same:
-                break
-            os.close(fd)  # its holder removed it meanwhile: lock the new one
-        self._held.add(name)
-        try:
-            yield
-        finally:
-            self._held.discard(name)
-            with contextlib.suppress(OSError):
-                os.unlink(path)
-            os.close(fd)
-
-
-def default_lock_dir(identity: str) -> Path:
-    """Where this host's processes lock the uploads of the storage named by ``identity``."""
-    digest = hashlib.sha256(identity.encode()).hexdigest()[:24]
-    return Path(tempfile.gettempdir()) / f"gridserve-{os.getuid()}" / "s3-uploads" / digest
-
-
-def part_size_for(length: int | None, part_size: int) -> int:
-    """The part size of an upload of ``length`` bytes: ``part_size``, or more when that would
-    take more than 10,000 parts (an S3 limit). UploadConflict beyond S3's largest object."""
-    if length is None:
-        return part_size
-    size = max(part_size, math.ceil(length / MAX_PARTS))
-    if size > MAX_PART_SIZE:
-        raise UploadConflict(f"{length} bytes is more than S3 stores in one object")
-    return size
 
 
 class S3Uploads(Storage, abc.ABC):
@@ -253,7 +128,7 @@ class S3Uploads(Storage, abc.ABC):
     def _data_key(self, upload_id: str, name: str = "") -> str:
         return f"{self.prefix}{UPLOAD_DATA}{upload_id}/{name}"
 
-    def _tail_key(self, record: _Record) -> str:
+    def _tail_key(self, record: UploadRecord) -> str:
         return self._data_key(record.state.id, f"tail-{record.state.offset}")
 
     async def _call(self, what: str, operation: str, **request: Any) -> Any:
@@ -269,16 +144,16 @@ class S3Uploads(Storage, abc.ABC):
             data: bytes = await body.read()
         return data
 
-    async def _load(self, upload_id: str) -> _Record:
-        if not _ID.fullmatch(upload_id):
+    async def _load(self, upload_id: str) -> UploadRecord:
+        if not UPLOAD_ID.fullmatch(upload_id):
             raise UploadNotFound(upload_id)
         try:
             data = await self._get(self._state_key(upload_id), upload_id)
         except FileNotFound as exc:
             raise UploadNotFound(upload_id) from exc
-        return _Record.from_json(upload_id, data)
+        return UploadRecord.from_json(upload_id, data)
 
-    async def _save_record(self, record: _Record) -> None:
+    async def _save_record(self, record: UploadRecord) -> None:
         await self._call(
             record.state.id,
             "put_object",
@@ -328,7 +203,7 @@ class S3Uploads(Storage, abc.ABC):
             owner=owner,
             metadata=dict(metadata),
         )
-        await self._save_record(_Record(state, part_size_for(length, self.part_size)))
+        await self._save_record(UploadRecord(state, part_size_for(length, self.part_size)))
         return state
 
     async def upload_state(self, upload_id: str) -> UploadState:
@@ -344,7 +219,7 @@ class S3Uploads(Storage, abc.ABC):
         checksum: Checksum | None = None,
         expires_at: datetime | None = None,
     ) -> UploadState:
-        if not _ID.fullmatch(upload_id):
+        if not UPLOAD_ID.fullmatch(upload_id):
             raise UploadNotFound(upload_id)
         with self.upload_locks.hold(upload_id):
             record = await self._load(upload_id)
@@ -370,7 +245,7 @@ class S3Uploads(Storage, abc.ABC):
 
     async def _append(
         self,
-        record: _Record,
+        record: UploadRecord,
         chunks: AsyncIterable[bytes],
         checksum: Checksum | None,
         changed: bool,
@@ -475,7 +350,7 @@ class S3Uploads(Storage, abc.ABC):
         content_type: str | None = None,
         metadata: Mapping[str, Any] | None = None,
     ) -> FileInfo:
-        if not _ID.fullmatch(upload_id):
+        if not UPLOAD_ID.fullmatch(upload_id):
             raise UploadNotFound(upload_id)
         with self.upload_locks.hold(upload_id):
             record = await self._load(upload_id)
@@ -507,7 +382,7 @@ class S3Uploads(Storage, abc.ABC):
             await self._remove(upload_id, record.multipart if not record.staged else None)
         return await self.resolve(state.name)
 
-    async def _stage(self, record: _Record) -> None:
+    async def _stage(self, record: UploadRecord) -> None:
         """Sends the tail as the last part and completes the multipart upload onto the
         staging key; records it (``staged``)."""
         state = record.state
@@ -595,11 +470,11 @@ class S3Uploads(Storage, abc.ABC):
             raise
 
     async def terminate_upload(self, upload_id: str) -> None:
-        if not _ID.fullmatch(upload_id):
+        if not UPLOAD_ID.fullmatch(upload_id):
             raise UploadNotFound(upload_id)
         with self.upload_locks.hold(upload_id):
             try:
-                record: _Record | None = await self._load(upload_id)
+                record: UploadRecord | None = await self._load(upload_id)
             except CorruptFile:
                 record = None  # still removed, whole
             await self._remove(upload_id, record.multipart if record else None)
@@ -643,7 +518,7 @@ class S3Uploads(Storage, abc.ABC):
         for page in pages:
             for entry in page.get("Contents", []):
                 upload_id = entry["Key"][len(base) :].removesuffix(".json")
-                if not _ID.fullmatch(upload_id) or not entry["Key"].endswith(".json"):
+                if not UPLOAD_ID.fullmatch(upload_id) or not entry["Key"].endswith(".json"):
                     continue
                 try:
                     state = (await self._load(upload_id)).state
