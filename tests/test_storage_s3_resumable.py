@@ -17,7 +17,7 @@ import pytest
 from aiobotocore.config import AioConfig
 from aiobotocore.session import get_session
 
-from gridserve.storage import FileNotFound
+from gridserve.storage import CorruptFile, FileNotFound
 from gridserve.storage.resumable import (
     Checksum,
     ChecksumMismatch,
@@ -350,7 +350,7 @@ async def test_interrupted_states_are_finished_or_removed(
         )
         await storage.append_upload(state.id, 0, stream(data))
         await storage._stage(await storage._load(state.id))  # completion stopped here
-        storage.running_digests.forget(state.id)
+        storage.running_digests.forget((await storage._load(state.id)).digests_key)
         info = await storage.complete_upload(state.id)
         assert info.md5 == hashlib.md5(data).hexdigest()
 
@@ -415,3 +415,68 @@ async def test_the_state_is_a_private_json_record(
         await storage.terminate_upload(state.id)
     finally:
         await storage.close()
+
+
+async def test_two_hosts_appending_at_once_never_make_a_file_of_mixed_bytes(
+    s3_server: S3Proxy, s3_bucket: str, tmp_path: Path
+) -> None:
+    """No lock spans hosts (README): two hosts may both append at one offset. Whatever the
+    order, the file is one host's bytes with their digests, or completion refuses."""
+    host_a = storage_of(s3_server, s3_bucket, tmp_path / "a")
+    host_b = storage_of(s3_server, s3_bucket, tmp_path / "b")
+    go_on, reached = asyncio.Event(), asyncio.Event()
+
+    async def held(data: bytes, split: int) -> AsyncIterator[bytes]:
+        yield data[:split]
+        reached.set()  # asked for more: what the first piece filled was sent
+        await go_on.wait()
+        yield data[split:]
+
+    try:
+        # Tails only: B starts, A appends and commits, B commits last. A completes: the digests
+        # it kept are of its own bytes, not of the state's.
+        a, b = b"a" * 1000, b"b" * 1000
+        state = await host_a.begin_upload(
+            "m.bin", length=1000, owner="", metadata={}, expires_at=LATER
+        )
+        second = asyncio.ensure_future(host_b.append_upload(state.id, 0, held(b, 10)))
+        await reached.wait()
+        await host_a.append_upload(state.id, 0, stream(a))
+        go_on.set()
+        await second
+        info = await host_a.complete_upload(state.id)
+        assert await read_all(host_a, info) == b
+        assert info.md5 == hashlib.md5(b).hexdigest()
+
+        # From offset 0 each starts a multipart upload of its own: the last commit's wins whole,
+        # the other's is aborted at completion.
+        async def race(name: str, start: bytes, a: bytes, b: bytes) -> str:
+            go_on.clear()
+            reached.clear()
+            state = await host_a.begin_upload(
+                name, length=len(start + a), owner="", metadata={}, expires_at=LATER
+            )
+            if start:
+                await host_a.append_upload(state.id, 0, stream(start))
+            first = asyncio.ensure_future(host_a.append_upload(state.id, len(start), held(a, PART)))
+            await reached.wait()  # A sent a part
+            await host_b.append_upload(state.id, len(start), stream(b))
+            go_on.set()
+            await first  # A commits last, naming its part
+            return state.id
+
+        a, b = os.urandom(PART + 10), os.urandom(PART + 10)
+        info = await host_b.complete_upload(await race("n.bin", b"", a, b))
+        assert await read_all(host_b, info) == a
+        assert info.md5 == hashlib.md5(a).hexdigest()
+        # With the multipart upload under way, B overwrites A's part: completion refuses.
+        upload_id = await race("o.bin", os.urandom(PART), a, b)
+        with pytest.raises(CorruptFile):
+            await host_b.complete_upload(upload_id)
+        with pytest.raises(FileNotFound):
+            await host_b.resolve("o.bin")
+        await host_b.terminate_upload(upload_id)
+    finally:
+        await host_a.close()
+        await host_b.close()
+    assert await leftovers(s3_server, s3_bucket) == (["media/m.bin", "media/n.bin"], [])

@@ -129,7 +129,7 @@ class S3Uploads(Storage, abc.ABC):
         return f"{self.prefix}{UPLOAD_DATA}{upload_id}/{name}"
 
     def _tail_key(self, record: UploadRecord) -> str:
-        return self._data_key(record.state.id, f"tail-{record.state.offset}")
+        return self._data_key(record.state.id, record.tail_name)
 
     async def _call(self, what: str, operation: str, **request: Any) -> Any:
         """One S3 call with the storage's error translation (a missing key: FileNotFound)."""
@@ -260,7 +260,8 @@ class S3Uploads(Storage, abc.ABC):
             buffer += await self._get(old_tail, state.id)
             if len(buffer) != record.tail_length:
                 raise CorruptFile(f"upload {state.id}: its tail is {len(buffer)} bytes")
-        digests = self.running_digests.at(state.id, state.offset)
+        digests = self.running_digests.at(record.digests_key, state.offset)
+        self.running_digests.forget(record.digests_key)  # stored again under the new commit
         hasher: Any = checksum.hasher() if checksum is not None else None
         limit = state.length if state.length is not None else record.part_size * MAX_PARTS
         head = bytearray(state.head)
@@ -309,6 +310,7 @@ class S3Uploads(Storage, abc.ABC):
             record.parts = parts
             state.offset += received
             state.head = bytes(head)
+            record.generation = secrets.token_urlsafe(9)
             if buffer:
                 tail = self._tail_key(record)
                 await settle(self._call(state.id, "put_object", Key=tail, Body=bytes(buffer)))
@@ -316,7 +318,7 @@ class S3Uploads(Storage, abc.ABC):
             await settle(self._save_record(record))  # the commit point
         if received:
             if digests is not None:
-                self.running_digests.store(state.id, state.offset, digests)
+                self.running_digests.store(record.digests_key, state.offset, digests)
             if old_tail is not None:
                 with contextlib.suppress(Exception):
                     await self._call(state.id, "delete_object", Key=old_tail)
@@ -374,12 +376,13 @@ class S3Uploads(Storage, abc.ABC):
             else:
                 if not record.staged:
                     await self._stage(record)
-                digests = self.running_digests.at(upload_id, state.offset) or (
+                digests = self.running_digests.at(record.digests_key, state.offset) or (
                     await self._read_digests(upload_id)
                 )
                 extra["Metadata"].update(md5=digests.md5, sha256=digests.sha256)
                 await settle(self._copy(upload_id, final, state.offset, extra))
             await self._remove(upload_id, record.multipart if not record.staged else None)
+            self.running_digests.forget(record.digests_key)
         return await self.resolve(state.name)
 
     async def _stage(self, record: UploadRecord) -> None:
@@ -402,11 +405,22 @@ class S3Uploads(Storage, abc.ABC):
                     MultipartUpload={"Parts": parts},
                 )
             )
-        except FileNotFound:
+        except FileNotFound as exc:
             # Completed by an earlier attempt that stopped before it recorded it?
-            head = await self._call(state.id, "head_object", Key=staging)
+            try:
+                head = await self._call(state.id, "head_object", Key=staging)
+            except FileNotFound:
+                raise CorruptFile(f"upload {state.id}: its multipart upload is gone") from exc
             if int(head["ContentLength"]) != state.offset:
+                raise CorruptFile(
+                    f"upload {state.id}: staged {head['ContentLength']} bytes"
+                ) from exc
+        except Exception as exc:
+            if "InvalidPart" not in str(exc):
                 raise
+            # A part's ETag is not the one recorded: it was overwritten by an append of another
+            # host to the same offset (no lock spans hosts). Never a file of mixed bytes.
+            raise CorruptFile(f"upload {state.id}: a part was overwritten") from exc
         record.staged = True
         await settle(self._save_record(record))
 
@@ -478,12 +492,13 @@ class S3Uploads(Storage, abc.ABC):
             except CorruptFile:
                 record = None  # still removed, whole
             await self._remove(upload_id, record.multipart if record else None)
+            if record is not None:
+                self.running_digests.forget(record.digests_key)
 
     async def _remove(self, upload_id: str, multipart: str | None) -> None:
         """Aborts the upload's multipart uploads (the recorded one and any a crash left
         unrecorded), deletes its data objects, then its state (last: until then a sweep finds
         it again)."""
-        self.running_digests.forget(upload_id)
         base = self._data_key(upload_id)
         staging = self._data_key(upload_id, "staging")
         s3 = await self._s3()

@@ -35,17 +35,30 @@ UPLOAD_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
 class UploadRecord:
     """The stored state of one upload: :class:`UploadState` and where its bytes are (the
     multipart upload's id and the ETags of its full parts; the tail is what the offset says
-    is past them). ``staged``: the multipart upload was completed onto the staging key."""
+    is past them). ``generation``: a random token renewed by every committed append: it names
+    the tail object (so a state names exactly the tail its append wrote) and keys the running
+    digests (so a process trusts its digests only while the state is still its own commit).
+    ``staged``: the multipart upload was completed onto the staging key."""
 
     state: UploadState
     part_size: int
     multipart: str | None = None
     parts: list[str] = field(default_factory=list)  # ETags of parts 1..n, each part_size bytes
-    staged: bool = False  # the multipart upload was completed into the staging object
+    staged: bool = False
+    generation: str = ""
 
     @property
     def tail_length(self) -> int:
         return self.state.offset - len(self.parts) * self.part_size
+
+    @property
+    def tail_name(self) -> str:
+        return f"tail-{self.state.offset}-{self.generation}"
+
+    @property
+    def digests_key(self) -> str:
+        """What :class:`RunningDigests` knows this commit's digests by."""
+        return f"{self.state.id}.{self.generation}"
 
     def to_json(self) -> bytes:
         s = self.state
@@ -64,6 +77,7 @@ class UploadRecord:
                 "multipart": self.multipart,
                 "parts": self.parts,
                 "staged": self.staged,
+                "generation": self.generation,
             },
             separators=(",", ":"),
         ).encode()
@@ -89,6 +103,7 @@ class UploadRecord:
                 d["multipart"],
                 [str(etag) for etag in d["parts"]],
                 bool(d["staged"]),
+                str(d["generation"]),
             )
         except (ValueError, TypeError, KeyError, AttributeError) as exc:
             raise CorruptFile(f"upload {upload_id}: unreadable state") from exc
