@@ -14,11 +14,13 @@ there resolves, is listed or can be written by an upload):
     The key of the upload's S3 multipart upload, created at the first full part. Every part
     is exactly the upload's part size (``part_size``, at least 5 MiB; larger when a known
     length needs it to fit in 10,000 parts); only the last may be smaller.
-``.gridserve/upload-data/<id>/tail-<offset>``
+``.gridserve/upload-data/<id>/tail-<offset>-<generation>``
     The tail: the bytes after the last full part (less than a part), a plain object named by
-    the offset it ends at. The next append reads it back in front of its bytes; a tail never
-    changes in place, so a crash between writing the new tail and the state leaves the state
-    pointing at an intact old one (the stray new one goes with the upload's other objects).
+    the offset it ends at and the commit that wrote it (a random token, new at every append).
+    The next append reads it back in front of its bytes. A tail never changes in place, so a
+    crash between writing the new tail and the state leaves the state naming an intact old
+    one (the stray new one goes with the upload's other objects), and a state always names the
+    tail its own append wrote. Each append rewrites the tail: less than a part per request.
 
 **Why a private staging key and a copy at completion.** A file must appear under its name
 with the user metadata ``save`` stores (``md5``, ``sha256``, the JSON metadata) and its content
@@ -31,10 +33,11 @@ replaces an older one of the name. Then the staging, tails and state are deleted
 costs a server-side pass over the bytes and nothing through gridserve. An upload smaller than
 a part never starts a multipart upload: completion is one ``PutObject`` of the tail.
 
-**Digests.** md5/sha256 come from :class:`RunningDigests` when this process saw every append
-(the usual case); otherwise completion reads the staged object back once (parts cannot be read
-before the multipart upload is completed), after completing it and before the copy. An
-interrupted completion resumes where it stopped (``staged`` in the state).
+**Digests.** md5/sha256 come from :class:`RunningDigests` when this process made every
+commit up to the stored one (the usual case; keyed by the commit's generation, so digests of a
+commit another host overwrote are never used); otherwise completion reads the staged object
+back once (parts cannot be read before the multipart upload is completed), after completing it
+and before the copy. An interrupted completion resumes where it stopped (``staged``).
 
 **Appends.** The bytes stream into parts of ``part_size`` (one part in memory at a time, as
 ``save`` does), numbered after the recorded ones; the state is written last. Bytes of an
@@ -48,9 +51,10 @@ not rewritten, a new multipart upload is aborted). Without one, when ``chunks`` 
 **Locks.** One append, completion or termination of an upload at a time per host: a set in
 the process plus an ``flock`` on ``<lock_dir>/<storage>/<id>.lock``, taken without waiting
 (:class:`UploadLocked`). S3 has no lock of its own, so appends to one upload from two hosts
-at once are not excluded: route an upload's requests to one host (sticky by URL) or use
-GridFS. They cannot interleave silently: completion names each part by its ETag and S3 refuses
-an overwritten one (``InvalidPart``).
+at once are not excluded (the README: route an upload's requests to one host, or use GridFS).
+Their bytes are still never mixed in a file: the last state written names its own tail and the
+ETags of its own parts, and S3 refuses a completion naming a part another append overwrote
+(``InvalidPart``: :class:`CorruptFile`, the upload is then only good for terminating).
 """
 
 from __future__ import annotations
