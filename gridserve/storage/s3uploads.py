@@ -65,7 +65,7 @@ import contextlib
 import json
 import math
 import secrets
-from collections.abc import AsyncIterable, Mapping
+from collections.abc import AsyncIterable, Iterator, Mapping
 from datetime import datetime, timezone
 from typing import Any
 
@@ -123,6 +123,17 @@ class S3Uploads(Storage, abc.ABC):
     @staticmethod
     @abc.abstractmethod
     def _translate(exc: Exception, key: str) -> Exception: ...
+
+    @contextlib.contextmanager
+    def _working_on(self, upload_id: str) -> Iterator[None]:
+        """Holds the upload's lock (UploadLocked if taken) and counts as a write in flight,
+        which ``close`` waits for (bounded) before it closes the client."""
+        with self.upload_locks.hold(upload_id):
+            self.cleanups.save_started()
+            try:
+                yield
+            finally:
+                self.cleanups.save_ended()
 
     # -- keys and records -------------------------------------------------------------------
 
@@ -225,7 +236,7 @@ class S3Uploads(Storage, abc.ABC):
     ) -> UploadState:
         if not UPLOAD_ID.fullmatch(upload_id):
             raise UploadNotFound(upload_id)
-        with self.upload_locks.hold(upload_id):
+        with self._working_on(upload_id):
             record = await self._load(upload_id)
             state = record.state
             if offset != state.offset:
@@ -358,7 +369,7 @@ class S3Uploads(Storage, abc.ABC):
     ) -> FileInfo:
         if not UPLOAD_ID.fullmatch(upload_id):
             raise UploadNotFound(upload_id)
-        with self.upload_locks.hold(upload_id):
+        with self._working_on(upload_id):
             record = await self._load(upload_id)
             state = record.state
             if not state.complete:
@@ -490,7 +501,7 @@ class S3Uploads(Storage, abc.ABC):
     async def terminate_upload(self, upload_id: str) -> None:
         if not UPLOAD_ID.fullmatch(upload_id):
             raise UploadNotFound(upload_id)
-        with self.upload_locks.hold(upload_id):
+        with self._working_on(upload_id):
             try:
                 record: UploadRecord | None = await self._load(upload_id)
             except CorruptFile:
