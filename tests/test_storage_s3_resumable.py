@@ -26,6 +26,7 @@ from gridserve.storage.resumable import (
     UploadNotFound,
 )
 from gridserve.storage.s3 import S3Storage
+from gridserve.storage.s3uploadstate import HostLocks
 from tests.s3server import S3Proxy
 from tests.test_storage_contract import read_all
 from tests.test_storage_s3 import leftovers
@@ -480,3 +481,38 @@ async def test_two_hosts_appending_at_once_never_make_a_file_of_mixed_bytes(
         await host_a.close()
         await host_b.close()
     assert await leftovers(s3_server, s3_bucket) == (["media/m.bin", "media/n.bin"], [])
+
+
+def test_the_host_lock_holds_between_processes_and_dies_with_its_holder(tmp_path: Path) -> None:
+    """HostLocks alone (no server): another process holding an upload's lock makes it
+    UploadLocked here; killed, it releases it (the kernel drops the flock)."""
+    import subprocess
+    import sys
+
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sys, time\n"
+            "from pathlib import Path\n"
+            "from gridserve.storage.s3uploadstate import HostLocks\n"
+            f"with HostLocks(Path({str(tmp_path)!r})).hold('up'):\n"
+            "    print('held', flush=True)\n"
+            "    time.sleep(60)\n",
+        ],
+        stdout=subprocess.PIPE,
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline() == b"held\n"
+        locks = HostLocks(tmp_path)
+        with pytest.raises(UploadLocked), locks.hold("up"):
+            pass
+        with locks.hold("other"):  # one lock per upload
+            pass
+    finally:
+        holder.kill()
+        holder.wait()
+    # And in one process, between tasks:
+    with locks.hold("up"), pytest.raises(UploadLocked), locks.hold("up"):
+        pass
+    assert list(tmp_path.iterdir()) == []
