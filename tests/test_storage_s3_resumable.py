@@ -248,6 +248,38 @@ async def test_a_client_gone_mid_append_keeps_what_arrived(
         await storage.close()
 
 
+async def test_a_cancelled_append_stores_what_it_received(
+    s3_server: S3Proxy, s3_bucket: str, tmp_path: Path
+) -> None:
+    """A shutdown cancels the request mid-append: the part and tail it received are kept."""
+    data = os.urandom(6 * MIB)
+    storage = storage_of(s3_server, s3_bucket, tmp_path)
+    received = asyncio.Event()
+
+    async def stalls() -> AsyncIterator[bytes]:
+        yield data[: 5 * MIB + 3]
+        received.set()
+        await asyncio.Event().wait()  # the client stalls until the server shuts down
+        yield data
+
+    try:
+        state = await storage.begin_upload(
+            "p.bin", length=len(data), owner="", metadata={}, expires_at=LATER
+        )
+        task = asyncio.ensure_future(storage.append_upload(state.id, 0, stalls()))
+        await received.wait()
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        assert (await storage.upload_state(state.id)).offset == 5 * MIB + 3
+        await storage.append_upload(state.id, 5 * MIB + 3, stream(data[5 * MIB + 3 :]))
+        info = await storage.complete_upload(state.id)
+        assert await read_all(storage, info) == data
+    finally:
+        await storage.close()
+    assert await leftovers(s3_server, s3_bucket) == (["media/p.bin"], [])
+
+
 async def test_conflicts_change_nothing(s3_server: S3Proxy, s3_bucket: str, tmp_path: Path) -> None:
     storage = storage_of(s3_server, s3_bucket, tmp_path)
     try:
