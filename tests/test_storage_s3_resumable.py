@@ -387,6 +387,22 @@ async def test_interrupted_states_are_finished_or_removed(
         info = await storage.complete_upload(state.id)
         assert info.md5 == hashlib.md5(data).hexdigest()
 
+        # A completion that copied the file and stopped after deleting the staged object.
+        again = await storage.begin_upload(
+            "i2.bin", length=len(data), owner="", metadata={}, expires_at=LATER
+        )
+        await storage.append_upload(again.id, 0, stream(data))
+        await storage._stage(await storage._load(again.id))
+        async with raw_client(s3_server) as s3:
+            await s3.delete_object(
+                Bucket=s3_bucket, Key=f"media/.gridserve/upload-data/{again.id}/staging"
+            )
+        storage.running_digests.forget((await storage._load(again.id)).digests_key)
+        with pytest.raises(UploadNotFound):
+            await storage.complete_upload(again.id)
+        with pytest.raises(UploadNotFound):
+            await storage.upload_state(again.id)
+
         broken = await storage.begin_upload(
             "j.bin", length=None, owner="", metadata={}, expires_at=LATER
         )

@@ -389,13 +389,21 @@ class S3Uploads(Storage, abc.ABC):
                 extra["Metadata"].update(md5=digests.md5, sha256=digests.sha256)
                 await settle(self._call(upload_id, "put_object", Key=final, Body=data, **extra))
             else:
-                if not record.staged:
+                resumed = record.staged
+                if not resumed:
                     await self._stage(record)
-                digests = self.running_digests.at(record.digests_key, state.offset) or (
-                    await self._read_digests(upload_id)
-                )
-                extra["Metadata"].update(md5=digests.md5, sha256=digests.sha256)
-                await settle(self._copy(upload_id, final, state.offset, extra))
+                try:
+                    digests = self.running_digests.at(record.digests_key, state.offset) or (
+                        await self._read_digests(upload_id)
+                    )
+                    extra["Metadata"].update(md5=digests.md5, sha256=digests.sha256)
+                    await settle(self._copy(upload_id, final, state.offset, extra))
+                except FileNotFound as exc:
+                    if not resumed:
+                        raise
+                    # An earlier completion copied it and stopped while it cleaned up.
+                    await self._remove(upload_id, None)
+                    raise UploadNotFound(upload_id) from exc
             await self._remove(upload_id, record.multipart if not record.staged else None)
             self.running_digests.forget(record.digests_key)
         return await self.resolve(state.name)
