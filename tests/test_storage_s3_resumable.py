@@ -564,3 +564,25 @@ def test_the_host_lock_holds_between_processes_and_dies_with_its_holder(tmp_path
     with locks.hold("up"), pytest.raises(UploadLocked), locks.hold("up"):
         pass
     assert list(tmp_path.iterdir()) == []
+
+
+async def test_through_the_chunk_cache_a_replaced_file_is_never_served_stale(
+    s3_server: S3Proxy, s3_bucket: str, tmp_path: Path
+) -> None:
+    """The daemon's default: a chunk cache in front. An upload that replaces a file read
+    before gets new bytes read back (the ETag, the cache's key, is new)."""
+    from gridserve.storage.cache import CachedStorage
+
+    storage = CachedStorage(storage_of(s3_server, s3_bucket, tmp_path), 4 * MIB)
+    try:
+        for content in (os.urandom(PART + 1), os.urandom(PART + 1)):
+            state = await storage.begin_upload(
+                "q.bin", length=len(content), owner="", metadata={}, expires_at=LATER
+            )
+            await storage.append_upload(state.id, 0, stream(content))
+            await storage.complete_upload(state.id)
+            info = await storage.resolve("q.bin")
+            assert await read_all(storage, info, 0, 300_000) == content[:300_000]
+            assert info.md5 == hashlib.md5(content).hexdigest()
+    finally:
+        await storage.close()
