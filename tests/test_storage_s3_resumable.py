@@ -27,9 +27,11 @@ from gridserve.storage.resumable import (
 )
 from gridserve.storage.s3 import S3Storage
 from gridserve.storage.s3uploadstate import HostLocks
+from tests.conftest import report_figure
 from tests.s3server import S3Proxy
 from tests.test_storage_contract import read_all
 from tests.test_storage_s3 import leftovers
+from tests.test_upload_memory import peak_rss, reset_peak
 
 MIB = 1024 * 1024
 PART = 5 * MIB
@@ -586,3 +588,46 @@ async def test_through_the_chunk_cache_a_replaced_file_is_never_served_stale(
             assert info.md5 == hashlib.md5(content).hexdigest()
     finally:
         await storage.close()
+
+
+async def test_memory_of_a_large_upload_in_uneven_appends(
+    s3_server: S3Proxy, s3_bucket: str, tmp_path: Path
+) -> None:
+    """Peak RSS grows by a few parts whatever the size: one part in memory at a time, the tail
+    under a part, and a completion without running digests reads back a block at a time."""
+    size = 96 * MIB
+    block = os.urandom(MIB)
+    writer = S3Storage(
+        s3_bucket, "media", upload_lock_dir=str(tmp_path), **s3_server.client_options()
+    )
+    fresh = S3Storage(
+        s3_bucket, "media", upload_lock_dir=str(tmp_path), **s3_server.client_options()
+    )
+    try:
+        state = await writer.begin_upload(
+            "big.bin", length=size, owner="", metadata={}, expires_at=LATER
+        )
+
+        async def blocks(count: int) -> AsyncIterator[bytes]:
+            for _ in range(count):
+                yield block
+
+        await writer.upload_state(state.id)  # warm up the client and the code paths
+        await fresh.upload_state(state.id)
+        reset_peak()
+        before = peak_rss()
+        while state.offset < size:  # 9 MiB appends: parts of 8 MiB and a moving tail
+            count = min(9, (size - state.offset) // MIB)
+            state = await writer.append_upload(state.id, state.offset, blocks(count))
+        info = await fresh.complete_upload(state.id)
+        growth = peak_rss() - before
+        expected = hashlib.sha256(block * (size // MIB)).hexdigest()
+        assert info.metadata["sha256"] == expected
+        report_figure(
+            f"s3: 96 MiB resumable upload (9 MiB appends, 8 MiB parts, completion re-reading) "
+            f"grew peak RSS by {growth / MIB:.1f} MiB"
+        )
+        assert growth < 5 * writer.part_size
+    finally:
+        await writer.close()
+        await fresh.close()

@@ -301,7 +301,8 @@ class S3Uploads(Storage, abc.ABC):
                 while len(buffer) >= record.part_size:
                     if multipart is None:
                         multipart = await self._start_multipart(state.id)
-                    part = bytes(buffer[: record.part_size])
+                    with memoryview(buffer) as view:  # one copy of the part, not two
+                        part = bytes(view[: record.part_size])
                     parts.append(
                         await settle(self._send_part(state.id, multipart, len(parts) + 1, part))
                     )
