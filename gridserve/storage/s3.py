@@ -15,7 +15,8 @@ s3proxy working with current botocore.
 - Revisions: the newest only (``rev`` ``-1`` and ``0`` name it), as on local disk.
 - Keys ending in ``/`` (directory placeholders some services list) are not files.
 - Resumable uploads (tus): :mod:`gridserve.storage.s3uploads` (a multipart upload on a private
-  staging key, copied onto the file's key with its digests at completion).
+  staging key) and :mod:`gridserve.storage.s3complete` (copied onto the file's key with its
+  digests at completion).
 """
 
 from __future__ import annotations
@@ -43,7 +44,7 @@ from gridserve.storage.base import (
     utc,
 )
 from gridserve.storage.resumable import RunningDigests
-from gridserve.storage.s3uploads import S3Uploads
+from gridserve.storage.s3complete import S3Completion
 from gridserve.storage.s3uploadstate import HostLocks, default_lock_dir
 from gridserve.storage.writes import Cleanups, settle
 
@@ -64,7 +65,7 @@ _RESERVED = ".gridserve/"
 _METADATA_RECORD = "metadata.json"
 
 
-class S3Storage(S3Uploads):
+class S3Storage(S3Completion):
     """Objects of ``bucket`` under ``prefix``. ``client_options`` go to aiobotocore's
     ``create_client`` (``endpoint_url``, ``region_name``, ``aws_access_key_id`` ...).
     ``upload_lock_dir``: where this host's processes lock resumable uploads (default: a
