@@ -26,7 +26,6 @@ import contextlib
 import json
 from collections.abc import AsyncGenerator, AsyncIterable, AsyncIterator, Hashable, Mapping
 from datetime import datetime
-from pathlib import Path
 from typing import Any
 
 from gridserve.mediatypes import is_valid_media_type
@@ -45,7 +44,7 @@ from gridserve.storage.base import (
 )
 from gridserve.storage.resumable import RunningDigests
 from gridserve.storage.s3complete import S3Completion
-from gridserve.storage.s3uploadstate import HostLocks, default_lock_dir
+from gridserve.storage.s3uploadstate import host_locks
 from gridserve.storage.writes import Cleanups, settle
 
 DEFAULT_PART_SIZE = 8 * 1024 * 1024
@@ -92,9 +91,7 @@ class S3Storage(S3Completion):
         self.part_size = part_size
         self.cleanups = Cleanups()
         identity = f"{client_options.get('endpoint_url')}|{bucket}|{self.prefix}"
-        self.upload_locks = HostLocks(
-            Path(upload_lock_dir) if upload_lock_dir else default_lock_dir(identity)
-        )
+        self.upload_locks = host_locks(upload_lock_dir, identity)
         self.running_digests = RunningDigests()
         client_options.setdefault(
             "config",

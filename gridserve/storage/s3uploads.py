@@ -35,8 +35,8 @@ not rewritten, a new multipart upload is aborted). Without one, when ``chunks`` 
 (client gone), what arrived is committed before the error is re-raised.
 
 **Locks.** One append, completion or termination of an upload at a time per host: a set in
-the process plus an ``flock`` on ``<lock_dir>/<storage>/<id>.lock``, taken without waiting
-(:class:`UploadLocked`). S3 has no lock of its own, so appends to one upload from two hosts
+the process plus an ``flock`` on ``<lock_dir>/<storage digest>-<id>.lock``, never waited
+for (:class:`UploadLocked`). S3 has no lock of its own, so appends to one upload from two hosts
 at once are not excluded (the README: route an upload's requests to one host, or use GridFS).
 Their bytes are still never mixed in a file: the last state written names its own tail and the
 ETags of its own parts, and S3 refuses a completion naming a part another append overwrote

@@ -111,11 +111,13 @@ class UploadRecord:
 
 class HostLocks:
     """Non-blocking exclusive locks by name, for the tasks of this process (a set) and the
-    processes of this host (``flock`` on a file per name, removed on release while held; a
-    taker checks that the file it locked is still the one at the path)."""
+    processes of this host (``flock`` on ``<directory>/<scope><name>.lock``, removed on release
+    while held; a taker checks that the file it locked is still the one at the path).
+    ``scope`` keeps the locks of different storages sharing a directory apart."""
 
-    def __init__(self, directory: Path) -> None:
+    def __init__(self, directory: Path, scope: str = "") -> None:
         self.directory = directory
+        self.scope = scope
         self._held: set[str] = set()
 
     @contextlib.contextmanager
@@ -123,7 +125,7 @@ class HostLocks:
         if name in self._held:
             raise UploadLocked(name)
         self.directory.mkdir(parents=True, exist_ok=True, mode=0o700)
-        path = self.directory / f"{name}.lock"
+        path = self.directory / f"{self.scope}{name}.lock"
         while True:
             fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
             try:
@@ -150,10 +152,14 @@ class HostLocks:
             os.close(fd)
 
 
-def default_lock_dir(identity: str) -> Path:
-    """Where this host's processes lock the uploads of the storage named by ``identity``."""
-    digest = hashlib.sha256(identity.encode()).hexdigest()[:24]
-    return Path(tempfile.gettempdir()) / f"gridserve-{os.getuid()}" / "s3-uploads" / digest
+def host_locks(directory: str | None, identity: str) -> HostLocks:
+    """The upload locks of the storage named by ``identity`` (endpoint, bucket, prefix), in
+    ``directory`` or by default in one directory of this user under the temporary directory,
+    shared by every storage (the scope, a digest of ``identity``, keeps them apart)."""
+    scope = hashlib.sha256(identity.encode()).hexdigest()[:24] + "-"
+    if directory:
+        return HostLocks(Path(directory), scope)
+    return HostLocks(Path(tempfile.gettempdir()) / f"gridserve-{os.getuid()}-s3-uploads", scope)
 
 
 def part_size_for(length: int | None, part_size: int) -> int:
