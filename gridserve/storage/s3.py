@@ -14,6 +14,9 @@ s3proxy working with current botocore.
   left behind, and keep S3's multipart ETag (digests would need a server-side copy).
 - Revisions: the newest only (``rev`` ``-1`` and ``0`` name it), as on local disk.
 - Keys ending in ``/`` (directory placeholders some services list) are not files.
+- Resumable uploads (tus): :mod:`gridserve.storage.s3uploads` (a multipart upload on a private
+  staging key) and :mod:`gridserve.storage.s3complete` (copied onto the file's key with its
+  digests at completion).
 """
 
 from __future__ import annotations
@@ -33,7 +36,6 @@ from gridserve.storage.base import (
     FileInfo,
     FileNotFound,
     InvalidKey,
-    Storage,
     StorageUnavailable,
     UploadDigests,
     check_key,
@@ -41,6 +43,9 @@ from gridserve.storage.base import (
     stored_content_type,
     utc,
 )
+from gridserve.storage.resumable import RunningDigests
+from gridserve.storage.s3complete import S3Completion
+from gridserve.storage.s3uploadstate import host_locks
 from gridserve.storage.writes import Cleanups, settle
 
 DEFAULT_PART_SIZE = 8 * 1024 * 1024
@@ -60,9 +65,11 @@ _RESERVED = ".gridserve/"
 _METADATA_RECORD = "metadata.json"
 
 
-class S3Storage(Storage):
+class S3Storage(S3Completion):
     """Objects of ``bucket`` under ``prefix``. ``client_options`` go to aiobotocore's
-    ``create_client`` (``endpoint_url``, ``region_name``, ``aws_access_key_id`` ...)."""
+    ``create_client`` (``endpoint_url``, ``region_name``, ``aws_access_key_id`` ...).
+    ``upload_lock_dir``: where this host's processes lock resumable uploads (default: a
+    directory of this storage under the system's temporary directory)."""
 
     def __init__(
         self,
@@ -70,6 +77,7 @@ class S3Storage(Storage):
         prefix: str = "",
         *,
         part_size: int = DEFAULT_PART_SIZE,
+        upload_lock_dir: str | None = None,
         **client_options: Any,
     ) -> None:
         try:
@@ -83,6 +91,9 @@ class S3Storage(Storage):
         self.prefix = prefix.strip("/") + "/" if prefix.strip("/") else ""
         self.part_size = part_size
         self.cleanups = Cleanups()
+        identity = f"{client_options.get('endpoint_url')}|{bucket}|{self.prefix}"
+        self.upload_locks = host_locks(upload_lock_dir, identity)
+        self.running_digests = RunningDigests()
         client_options.setdefault(
             "config",
             AioConfig(
