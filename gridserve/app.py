@@ -13,6 +13,7 @@ from gridserve.handlers.errors import NotFoundHandler
 from gridserve.handlers.files import DEFAULT_LINGER_BYTES, DEFAULT_LINGER_SECONDS, FilesHandler
 from gridserve.handlers.ops import HealthHandler, MetricsHandler, ReadyHandler
 from gridserve.handlers.stream import DEFAULT_SEND_BUFFER
+from gridserve.handlers.tus import TusHandler
 from gridserve.handlers.ui import ui_routes
 from gridserve.handoff import s3_storage_of
 from gridserve.media.service import MediaService
@@ -20,6 +21,7 @@ from gridserve.metrics import Metrics
 from gridserve.storage.base import Storage
 from gridserve.storage.cache import CachedStorage
 from gridserve.tracking import RequestTracker
+from gridserve.tus import DEFAULT_EXPIRY_SECONDS
 from gridserve.uploads import UploadPolicy
 
 access_log = logging.getLogger("gridserve.access")
@@ -68,6 +70,7 @@ def make_app(
     linger_seconds: float = DEFAULT_LINGER_SECONDS,
     linger_bytes: int = DEFAULT_LINGER_BYTES,
     media: MediaService | None = None,
+    upload_expiry: float = DEFAULT_EXPIRY_SECONDS,
     **settings: Any,
 ) -> tornado.web.Application:
     """An application serving ``storage`` under ``prefix``: read, list, upload, delete (see
@@ -88,7 +91,9 @@ def make_app(
         ``tornado.web.Application``. The application's ``settings["gridserve_tracker"]`` counts
         requests in flight (for graceful shutdown).
     ``media`` gathers facts and posters after uploads and rewrites MP4/MOV uploads moov-first
-    when its ``faststart`` is set (the caller closes it).
+    when its ``faststart`` is set (the caller closes it). Resumable uploads (tus 1.0.0) are at
+    ``{prefix}/.uploads/`` (:mod:`gridserve.handlers.tus`); ``upload_expiry`` is how many
+    seconds an unfinished one lives after its last PATCH.
 
         To add gridserve to an existing app instead, mount
         :class:`~gridserve.handlers.GridFSHandler` (read-only) or
@@ -125,6 +130,17 @@ def make_app(
         routes += ui_routes(prefix, ui_uploads, s3.presigned_origin if s3 is not None else None)
     if prefix:  # "/fs" is the folder "/fs/": its listing, not a 404
         routes.append((prefix, tornado.web.RedirectHandler, {"url": prefix + "/"}))
+    tus_options = {
+        "storage": storage,
+        "acl": acl,
+        "upload_policy": upload_policy,
+        "prefix": prefix,
+        "media": media,
+        "upload_expiry": upload_expiry,
+        "linger_bytes": linger_bytes,
+    }
+    # Before the files route: nothing under .uploads ever reaches it (no file is named there).
+    routes.append((rf"{prefix}/\.uploads(?:/(.*))?", TusHandler, tus_options))
     routes.append((rf"{prefix}/(.*)", FilesHandler, options))
     if isinstance(storage, CachedStorage):
         metrics.watch_cache(storage)

@@ -434,6 +434,7 @@ async def _serve_forever(
         combined_access_log=bool(values["access_log"]),
         linger_seconds=values["linger_seconds"],
         linger_bytes=values["linger_bytes"],
+        upload_expiry=values["upload_expiry"],
         media=media,
         gridserve_accel_redirect=normalize_prefix(values["accel_redirect"]),
         gridserve_s3_redirect=values["s3_redirect"],

@@ -47,6 +47,18 @@ def parse_size(text: str) -> int:
     return int(match.group(1)) << (10 * power)
 
 
+def parse_duration(text: str) -> float:
+    """``"90"`` or ``"90s"``, ``"30m"``, ``"24h"``, ``"7d"`` to seconds (> 0)."""
+    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*", text, re.IGNORECASE)
+    if not match:
+        raise ValueError(f"not a duration: {text!r} (use e.g. 3600, 30m, 24h or 7d)")
+    unit = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}[match.group(2).lower()]
+    seconds = float(match.group(1)) * unit
+    if seconds <= 0:
+        raise ValueError(f"{text!r} is not a positive duration")
+    return seconds
+
+
 def parse_bool(text: str) -> bool:
     lowered = text.strip().lower()
     if lowered in ("1", "true", "yes", "on"):
@@ -278,6 +290,14 @@ SERVE_SETTINGS = (
         parse_size,
         "... and at most this much of it (default 32M)",
         metavar="SIZE",
+    ),
+    Setting(
+        "upload_expiry",
+        86400.0,
+        parse_duration,
+        "an unfinished resumable (tus) upload is removed this long after its last request "
+        "(default 24h; e.g. 3600, 30m, 7d)",
+        metavar="DURATION",
     ),
     Setting(
         "sweep_interval",

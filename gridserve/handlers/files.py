@@ -597,23 +597,34 @@ class FilesHandler(GridFSHandler):
                 self._channel.close()
 
     async def _free_name(self, name: str) -> str:
-        policy = self.upload_policy.on_conflict
-        if policy == "revision" or not await self._exists(name):
-            return name
-        if policy == "reject":
-            raise Rejected(409, f"{name} exists")
-        for attempt in range(2, 1002):
-            candidate = renamed(name, attempt)
-            if not await self._exists(candidate):
-                return candidate
-        raise Rejected(409, f"{name} exists, and so do 1000 renamed copies")
+        return await free_name(self.storage, self.upload_policy, name)
 
     async def _exists(self, name: str) -> bool:
-        try:
-            await self.storage.resolve(name)
-        except FileNotFound:
-            return False
-        return True
+        return await name_exists(self.storage, name)
+
+
+async def name_exists(storage: Storage, name: str) -> bool:
+    """Whether a file named ``name`` is stored."""
+    try:
+        await storage.resolve(name)
+    except FileNotFound:
+        return False
+    return True
+
+
+async def free_name(storage: Storage, policy: UploadPolicy, name: str) -> str:
+    """The name an upload of ``name`` is stored under, by the policy's ``on_conflict``:
+    ``name`` itself (``revision``, or free), 409 (``reject``), or the first free renamed copy
+    (``rename``)."""
+    if policy.on_conflict == "revision" or not await name_exists(storage, name):
+        return name
+    if policy.on_conflict == "reject":
+        raise Rejected(409, f"{name} exists")
+    for attempt in range(2, 1002):
+        candidate = renamed(name, attempt)
+        if not await name_exists(storage, candidate):
+            return candidate
+    raise Rejected(409, f"{name} exists, and so do 1000 renamed copies")
 
 
 async def doomed_files(
