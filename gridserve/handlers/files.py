@@ -127,6 +127,7 @@ class BodyChannel:
     def __init__(self, max_chunks: int = HANDOVER_CHUNKS) -> None:
         self._queue: asyncio.Queue[bytes | UploadAborted | None] = asyncio.Queue(max_chunks)
         self._closed = False
+        self._cut: UploadAborted | None = None
 
     async def put(self, chunk: bytes | None) -> None:
         if not self._closed:
@@ -141,8 +142,21 @@ class BodyChannel:
         self.close()
         self._queue.put_nowait(UploadAborted(reason))  # room: the queue was just emptied
 
+    def cut(self, reason: str) -> None:
+        """Ends the body *after* the chunks already handed over (unlike :meth:`abort`): the
+        consumer gets them, then :class:`UploadAborted`. For a resumable upload, whose
+        storage keeps every byte received when the client goes away."""
+        self._cut = UploadAborted(reason)
+        if not self._queue.full():
+            self._queue.put_nowait(self._cut)
+
     async def chunks(self) -> AsyncIterator[bytes]:
-        while (chunk := await self._queue.get()) is not None:
+        while True:
+            if self._cut is not None and self._queue.empty():
+                raise self._cut
+            chunk = await self._queue.get()
+            if chunk is None:
+                return
             if isinstance(chunk, UploadAborted):
                 raise chunk
             yield chunk

@@ -365,7 +365,7 @@ class TusHandler(StorageRequestHandler):
 
     def abort_work(self) -> None:
         if self._channel is not None:
-            self._channel.abort("the client went away")  # the storage keeps what it got
+            self._channel.cut("the client went away")  # the storage keeps what it got
 
     async def post(self, *args: Any) -> None:
         assert self.state is not None

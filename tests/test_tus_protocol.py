@@ -1,0 +1,509 @@
+"""tus 1.0.0 over real HTTP (gridserve.handlers.tus): every status the protocol answers, the
+extensions, expiry, owners, the ACL, and what a finished upload becomes; on every storage that
+takes resumable uploads (the others are skipped)."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterator
+from email.utils import parsedate_to_datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+
+from gridserve.storage.base import Storage
+from gridserve.storage.gridfs import GridFSStorage
+from gridserve.storage.local import LocalStorage
+from gridserve.storage.s3 import S3Storage
+from gridserve.uploads import UploadPolicy
+from tests.livehttp import LiveServer
+
+BACKENDS: dict[str, type[Storage]] = {
+    "gridfs": GridFSStorage,
+    "local": LocalStorage,
+    "s3": S3Storage,
+}
+ALICE = {"Authorization": "Bearer alice"}
+BOB = {"Authorization": "Bearer bob"}
+TUS = {"Tus-Resumable": "1.0.0"}
+OCTETS = {"Content-Type": "application/offset+octet-stream"}
+# An MP4 header libmagic recognises, then bytes: what a phone uploads.
+MP4 = b"\x00\x00\x00\x20ftypisom\x00\x00\x02\x00isomiso2avc1mp41" + bytes(range(256)) * 400
+
+
+def takes_uploads(backend: str) -> bool:
+    return BACKENDS[backend].begin_upload is not Storage.begin_upload
+
+
+@pytest.fixture(params=list(BACKENDS), ids=list(BACKENDS))
+def backend(request: pytest.FixtureRequest) -> str:
+    if not takes_uploads(request.param):
+        pytest.skip(f"{request.param} takes no resumable uploads yet")
+    return str(request.param)
+
+
+class Users:
+    """The test's ACL: everyone reads; alice and bob write (alice not under ``private/``);
+    a user in ``revoked`` may no longer write."""
+
+    def __init__(self) -> None:
+        self.revoked: set[str] = set()
+        self.asked: list[tuple[str, str]] = []
+
+    def __call__(self, request: Any, action: str, target: Any) -> bool:
+        if action in ("read", "list"):
+            return True
+        user = {"Bearer alice": "alice", "Bearer bob": "bob"}.get(
+            request.headers.get("Authorization", "")
+        )
+        if action == "write" and isinstance(target, str):
+            self.asked.append((user or "-", target))
+        if user is None or user in self.revoked:
+            return False
+        return not (user == "alice" and str(target).startswith("private/"))
+
+
+@pytest.fixture
+def users() -> Users:
+    return Users()
+
+
+@pytest.fixture
+def start(serve: Callable[..., LiveServer], users: Users) -> Callable[..., LiveServer]:
+    def run(**options: Any) -> LiveServer:
+        options.setdefault("acl", users)
+        return serve(**options)
+
+    return run
+
+
+@pytest.fixture
+def server(start: Callable[..., LiveServer]) -> LiveServer:
+    return start()
+
+
+def b64(text: str) -> str:
+    return base64.b64encode(text.encode()).decode()
+
+
+def metadata(filename: str, filetype: str | None = None) -> str:
+    pairs = f"filename {b64(filename)}"
+    return pairs + (f",filetype {b64(filetype)}" if filetype else "")
+
+
+def create(
+    server: LiveServer,
+    name: str = "videos/clip.mp4",
+    length: int | None = len(MP4),
+    user: dict[str, str] = ALICE,
+    body: bytes | None = None,
+    **headers: str,
+) -> requests.Response:
+    sent = {**TUS, **user, "Upload-Metadata": metadata(name, "video/mp4")}
+    if length is None:
+        sent["Upload-Defer-Length"] = "1"
+    else:
+        sent["Upload-Length"] = str(length)
+    if body is not None:
+        sent.update(OCTETS)
+    sent.update({k.replace("_", "-"): v for k, v in headers.items()})
+    return requests.post(server.url("/fs/.uploads/"), headers=sent, data=body, timeout=30)
+
+
+def created(server: LiveServer, **kwargs: Any) -> str:
+    answer = create(server, **kwargs)
+    assert answer.status_code == 201, answer.text
+    return server.url(answer.headers["Location"])
+
+
+def patch(
+    url: str,
+    offset: int,
+    data: bytes,
+    user: dict[str, str] = ALICE,
+    extra: dict[str, str] | None = None,
+    **headers: str,
+) -> requests.Response:
+    sent = {**TUS, **user, **OCTETS, "Upload-Offset": str(offset), **(extra or {})}
+    sent.update({k.replace("_", "-"): v for k, v in headers.items()})
+    return requests.patch(url, headers=sent, data=data, timeout=60)
+
+
+def head(url: str, user: dict[str, str] = ALICE) -> requests.Response:
+    return requests.head(url, headers={**TUS, **user}, timeout=30)
+
+
+def listed(server: LiveServer) -> list[str]:
+    answer = requests.get(server.url("/fs/?prefix="), timeout=30)
+    assert answer.status_code == 200
+    return [f["filename"] for f in answer.json()["files"]]
+
+
+def uploads_left(backend: str, request: pytest.FixtureRequest, local_root: Path) -> int:
+    """Uploads the storage still keeps (records, state files, multipart uploads)."""
+    if backend == "gridfs":
+        db = request.getfixturevalue("sync_db")
+        return int(db["fs.uploads"].count_documents({})) + int(db["fs.chunks"].count_documents({}))
+    if backend == "local":
+        private = local_root / ".gridserve"
+        return len([p for p in private.rglob("*") if p.is_file()]) if private.exists() else 0
+    from tests.test_storage_s3 import leftovers
+
+    server = request.getfixturevalue("s3_server")
+    bucket = request.getfixturevalue("s3_bucket")
+    import asyncio
+
+    objects, multiparts = asyncio.run(leftovers(server, bucket))
+    return len(objects) + len(multiparts)
+
+
+@pytest.fixture
+def left(backend: str, request: pytest.FixtureRequest, local_root: Path) -> Callable[[], int]:
+    return lambda: uploads_left(backend, request, local_root)
+
+
+# -- core, creation, completion ---------------------------------------------------------------
+
+
+def test_options_advertise_the_protocol(start: Callable[..., LiveServer]) -> None:
+    server = start(upload_policy=UploadPolicy(max_size=1 << 30))
+    answer = requests.options(server.url("/fs/.uploads/"), timeout=30)
+    assert answer.status_code == 204
+    assert answer.headers["Tus-Version"] == "1.0.0"
+    assert answer.headers["Tus-Max-Size"] == str(1 << 30)
+    extensions = set(answer.headers["Tus-Extension"].split(","))
+    assert {"creation", "creation-with-upload", "creation-defer-length"} <= extensions
+    assert {"termination", "expiration", "checksum"} <= extensions
+    assert {"sha1", "sha256"} <= set(answer.headers["Tus-Checksum-Algorithm"].split(","))
+
+
+def test_upload_in_two_patches_becomes_a_file_that_plays_with_ranges(
+    server: LiveServer,
+) -> None:
+    answer = create(server)
+    assert answer.status_code == 201
+    assert answer.headers["Upload-Offset"] == "0"
+    url = server.url(answer.headers["Location"])
+    expires = parsedate_to_datetime(answer.headers["Upload-Expires"])
+    assert 23 * 3600 < expires.timestamp() - time.time() <= 24 * 3600 + 1
+
+    state = head(url)
+    assert state.status_code == 200
+    assert state.headers["Upload-Offset"] == "0"
+    assert state.headers["Upload-Length"] == str(len(MP4))
+    assert state.headers["Cache-Control"] == "no-store"
+    assert "filename " + b64("videos/clip.mp4") in state.headers["Upload-Metadata"]
+
+    first = patch(url, 0, MP4[:40000])
+    assert first.status_code == 204, first.text
+    assert first.headers["Upload-Offset"] == "40000"
+    assert "Upload-Expires" in first.headers
+    assert head(url).headers["Upload-Offset"] == "40000"
+
+    # In progress: not listed, not readable, under its name or anything else.
+    assert "videos/clip.mp4" not in listed(server)
+    assert requests.get(server.url("/fs/videos/clip.mp4"), timeout=30).status_code == 404
+    upload_id = url.rsplit("/", 1)[1]
+    assert requests.get(server.url(f"/fs/{upload_id}"), timeout=30).status_code == 404
+
+    last = patch(url, 40000, MP4[40000:])
+    assert last.status_code == 204, last.text
+    assert last.headers["Upload-Offset"] == str(len(MP4))
+    file_url = server.url(last.headers["Content-Location"])
+    assert head(url).status_code == 404  # tus: a finished upload is no upload any more
+
+    ranged = requests.get(file_url, headers={"Range": "bytes=1000-1999"}, timeout=30)
+    assert ranged.status_code == 206
+    assert ranged.content == MP4[1000:2000]
+    assert ranged.headers["Content-Type"] == "video/mp4"
+    whole = requests.get(server.url("/fs/videos/clip.mp4"), timeout=30)
+    assert whole.content == MP4
+    files = requests.get(server.url("/fs/videos/"), timeout=30).json()["files"]
+    (described,) = files
+    assert described["sha256"] == hashlib.sha256(MP4).hexdigest()
+    assert described["md5"] == hashlib.md5(MP4).hexdigest()
+    assert described["contentType"] == "video/mp4"
+
+
+def test_creation_with_upload(server: LiveServer) -> None:
+    answer = create(server, name="one.mp4", length=len(MP4), body=MP4[:5000])
+    assert answer.status_code == 201, answer.text
+    assert answer.headers["Upload-Offset"] == "5000"
+    url = server.url(answer.headers["Location"])
+    assert patch(url, 5000, MP4[5000:]).status_code == 204
+    assert requests.get(server.url("/fs/one.mp4"), timeout=30).content == MP4
+
+    whole = create(server, name="whole.mp4", length=len(MP4), body=MP4)
+    assert whole.status_code == 201
+    assert requests.get(server.url("/fs/whole.mp4"), timeout=30).content == MP4
+
+
+def test_defer_length(server: LiveServer) -> None:
+    url = created(server, name="later.mp4", length=None)
+    state = head(url)
+    assert state.headers["Upload-Defer-Length"] == "1"
+    assert "Upload-Length" not in state.headers
+    assert patch(url, 0, MP4[:10000]).status_code == 204
+    # A length below what is stored is a conflict; then the right one finishes it.
+    assert patch(url, 10000, b"", Upload_Length="9999").status_code == 409
+    done = patch(url, 10000, MP4[10000:], Upload_Length=str(len(MP4)))
+    assert done.status_code == 204, done.text
+    assert requests.get(server.url("/fs/later.mp4"), timeout=30).content == MP4
+
+
+def test_method_override(server: LiveServer) -> None:
+    url = created(server, name="override.mp4")
+    headers = {**TUS, **ALICE, **OCTETS, "Upload-Offset": "0", "X-HTTP-Method-Override": "PATCH"}
+    answer = requests.post(url, headers=headers, data=MP4, timeout=30)
+    assert answer.status_code == 204, answer.text
+    assert requests.get(server.url("/fs/override.mp4"), timeout=30).content == MP4
+
+
+# -- refusals ---------------------------------------------------------------------------------
+
+
+def test_missing_or_unsupported_tus_resumable_is_412(server: LiveServer) -> None:
+    url = created(server)
+    for version in (None, "0.2.2"):
+        headers = {**ALICE, **({"Tus-Resumable": version} if version else {})}
+        for method in ("POST", "HEAD", "PATCH", "DELETE"):
+            target = server.url("/fs/.uploads/") if method == "POST" else url
+            answer = requests.request(method, target, headers=headers, timeout=30)
+            assert answer.status_code == 412, (method, version)
+            assert answer.headers["Tus-Version"] == "1.0.0"
+    assert head(url).status_code == 200
+
+
+def test_wrong_offset_409_wrong_type_415_too_much_413(server: LiveServer) -> None:
+    url = created(server, length=100)
+    assert patch(url, 0, b"x" * 10).status_code == 204
+    conflict = patch(url, 0, b"x" * 10)
+    assert conflict.status_code == 409
+    wrong_type = patch(url, 10, b"x", extra={"Content-Type": "application/octet-stream"})
+    assert wrong_type.status_code == 415
+    assert patch(url, 10, b"x" * 91).status_code == 413
+    assert head(url).headers["Upload-Offset"] == "10"
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {"Upload-Length": "-1"},
+        {"Upload-Length": "10", "Upload-Defer-Length": "1"},
+        {},
+        {"Upload-Length": "10", "Upload-Metadata": "filename ???"},
+        {"Upload-Length": "10", "Upload-Metadata": f"filetype {b64('video/mp4')}"},
+        {"Upload-Length": "10", "Upload-Metadata": f"filename {b64('../etc/passwd')}"},
+    ],
+    ids=["negative", "both", "neither", "metadata", "no-filename", "bad-name"],
+)
+def test_malformed_creation_is_400(server: LiveServer, headers: dict[str, str]) -> None:
+    sent = {**TUS, **ALICE, "Upload-Metadata": metadata("a.mp4"), **headers}
+    answer = requests.post(server.url("/fs/.uploads/"), headers=sent, timeout=30)
+    assert answer.status_code == 400, answer.text
+
+
+def test_malformed_patch_is_400(server: LiveServer) -> None:
+    url = created(server)
+    assert patch(url, 0, b"x", extra={"Upload-Offset": "-1"}).status_code == 400
+    assert patch(url, 0, b"x", Upload_Checksum="crc32 AAAAAA==").status_code == 400
+
+
+def test_size_is_refused_at_creation(start: Callable[..., LiveServer]) -> None:
+    server = start(upload_policy=UploadPolicy(max_size=1000))
+    assert create(server, length=1001).status_code == 413
+    url = created(server, name="small.bin", length=None)
+    assert patch(url, 0, b"x" * 1001).status_code == 413
+    assert patch(url, 0, b"x" * 1000, Upload_Length="1001").status_code == 413
+
+
+def test_checksum(server: LiveServer, left: Callable[[], int]) -> None:
+    url = created(server, name="sum.mp4")
+    part = MP4[:20000]
+    for algorithm in ("sha1", "sha256"):
+        wrong = base64.b64encode(hashlib.new(algorithm, b"other").digest()).decode()
+        bad = patch(url, 0, part, Upload_Checksum=f"{algorithm} {wrong}")
+        assert bad.status_code == 460
+        assert head(url).headers["Upload-Offset"] == "0"  # the bytes were discarded
+    right = base64.b64encode(hashlib.sha1(part).digest()).decode()
+    assert patch(url, 0, part, Upload_Checksum=f"sha1 {right}").status_code == 204
+    rest = MP4[20000:]
+    digest = base64.b64encode(hashlib.sha256(rest).digest()).decode()
+    assert patch(url, 20000, rest, Upload_Checksum=f"sha256 {digest}").status_code == 204
+    assert requests.get(server.url("/fs/sum.mp4"), timeout=30).content == MP4
+
+
+def test_refused_type_is_415_and_terminated(server: LiveServer, left: Callable[[], int]) -> None:
+    assert create(server, name="tool.exe").status_code == 415  # by its name, at creation
+    page = b"<!DOCTYPE html><html><script>alert(1)</script></html>" + b" " * 20000
+    url = created(server, name="page.txt", length=len(page))
+    refused = patch(url, 0, page)
+    assert refused.status_code == 415
+    assert head(url).status_code == 404
+    assert "page.txt" not in listed(server)
+    assert left() == 0
+
+
+def test_termination(server: LiveServer, left: Callable[[], int]) -> None:
+    url = created(server, name="gone.mp4")
+    assert patch(url, 0, MP4[:30000]).status_code == 204
+    deleted = requests.delete(url, headers={**TUS, **ALICE}, timeout=30)
+    assert deleted.status_code == 204
+    assert head(url).status_code == 404
+    assert patch(url, 30000, MP4[30000:]).status_code == 404
+    assert requests.delete(url, headers={**TUS, **ALICE}, timeout=30).status_code == 404
+    assert left() == 0
+
+
+def test_expiry_is_sliding_then_404_and_removed(
+    start: Callable[..., LiveServer], left: Callable[[], int]
+) -> None:
+    server = start(upload_expiry=2.0)
+    answer = create(server, name="slow.mp4")
+    url = server.url(answer.headers["Location"])
+    created_expiry = parsedate_to_datetime(answer.headers["Upload-Expires"])
+    time.sleep(1.2)
+    renewed = patch(url, 0, MP4[:1000])
+    assert renewed.status_code == 204
+    assert parsedate_to_datetime(renewed.headers["Upload-Expires"]) > created_expiry
+    time.sleep(2.2)
+    assert head(url).status_code == 404
+    assert patch(url, 1000, MP4[1000:]).status_code == 404
+    assert left() == 0
+
+
+# -- who may ----------------------------------------------------------------------------------
+
+
+def test_another_credential_gets_the_404_of_an_unknown_id(server: LiveServer) -> None:
+    url = created(server, name="alice.mp4")
+    assert patch(url, 0, MP4[:1000]).status_code == 204
+    unknown = url[:-4] + ("AAAA" if not url.endswith("AAAA") else "BBBB")
+    for target in (url, unknown):
+        assert head(target, user=BOB).status_code == 404
+        assert patch(target, 1000, MP4[1000:2000], user=BOB).status_code == 404
+        gone = requests.delete(target, headers={**TUS, **BOB}, timeout=30)
+        assert gone.status_code == 404
+    assert head(url).headers["Upload-Offset"] == "1000"  # bob changed nothing
+
+
+def test_acl_is_asked_at_creation_and_every_request(server: LiveServer, users: Users) -> None:
+    assert create(server, user={}).status_code == 401
+    assert create(server, user={"Authorization": "Bearer mallory"}).status_code == 403
+    assert create(server, name="private/a.mp4").status_code == 403
+    url = created(server, name="mine.mp4")
+    assert ("alice", "mine.mp4") in users.asked
+    # Without credentials, a known and an unknown upload are refused alike (no oracle).
+    assert head(url, user={}).status_code == 401
+    assert head(url[:-4] + "AAAA", user={}).status_code == 401
+    users.revoked.add("alice")
+    assert head(url).status_code == 403
+    assert patch(url, 0, MP4[:10]).status_code == 403
+    users.revoked.clear()
+    assert head(url).headers["Upload-Offset"] == "0"
+
+
+def test_uploads_is_not_a_file_namespace(server: LiveServer) -> None:
+    base = server.url("/fs/.uploads/")
+    assert requests.put(base + "x", headers=ALICE, data=b"x", timeout=30).status_code == 405
+    assert requests.get(base + "x", timeout=30).status_code == 405
+    assert requests.get(base, timeout=30).status_code == 405
+    assert requests.post(base + "x", headers={**TUS, **ALICE}, timeout=30).status_code == 405
+    no_slash = requests.put(server.url("/fs/.uploads"), headers=ALICE, data=b"x", timeout=30)
+    assert no_slash.status_code == 405
+
+
+def test_cors_for_tus_clients(start: Callable[..., LiveServer]) -> None:
+    server = start(cors_origin="https://app.example")
+    origin = {"Origin": "https://app.example"}
+    preflight = requests.options(
+        server.url("/fs/.uploads/x"),
+        headers={**origin, "Access-Control-Request-Method": "PATCH"},
+        timeout=30,
+    )
+    assert preflight.status_code == 204
+    methods = preflight.headers["Access-Control-Allow-Methods"]
+    assert {"POST", "PATCH", "HEAD", "DELETE"} <= {m.strip() for m in methods.split(",")}
+    allowed = {
+        h.strip().lower() for h in preflight.headers["Access-Control-Allow-Headers"].split(",")
+    }
+    for name in ("tus-resumable", "upload-length", "upload-offset", "upload-metadata"):
+        assert name in allowed
+    for name in ("upload-defer-length", "upload-checksum", "authorization", "content-type"):
+        assert name in allowed
+    answer = create(server, Origin="https://app.example")
+    assert answer.headers["Access-Control-Allow-Origin"] == "https://app.example"
+    exposed = {h.strip() for h in answer.headers["Access-Control-Expose-Headers"].split(",")}
+    for name in ("Location", "Upload-Offset", "Upload-Length", "Upload-Expires", "Tus-Version"):
+        assert name in exposed
+
+
+# -- concurrency and clients that leave -------------------------------------------------------
+
+
+def slow_body(data: bytes, started: threading.Event, release: threading.Event) -> Iterator[bytes]:
+    yield data[:1000]
+    started.set()
+    release.wait(20)
+    yield data[1000:]
+
+
+def test_concurrent_patch_is_423(server: LiveServer) -> None:
+    url = created(server, name="race.mp4")
+    started, release = threading.Event(), threading.Event()
+    outcome: dict[str, int] = {}
+
+    def first() -> None:
+        headers = {**TUS, **ALICE, **OCTETS, "Upload-Offset": "0"}
+        answer = requests.patch(
+            url, headers=headers, data=slow_body(MP4, started, release), timeout=60
+        )
+        outcome["first"] = answer.status_code
+
+    thread = threading.Thread(target=first)
+    thread.start()
+    try:
+        assert started.wait(20)
+        deadline = time.monotonic() + 10
+        second = patch(url, 0, MP4[:10])
+        while second.status_code == 204 and time.monotonic() < deadline:
+            second = patch(url, 0, MP4[:10])  # pragma: no cover - the first not yet locked
+        assert second.status_code == 423, second.text
+    finally:
+        release.set()
+        thread.join(60)
+    assert outcome["first"] == 204
+    assert requests.get(server.url("/fs/race.mp4"), timeout=30).content == MP4
+
+
+def test_client_gone_mid_patch_keeps_what_arrived(server: LiveServer) -> None:
+    url = created(server, name="dropped.mp4")
+    path = url.split(str(server.port), 1)[1]
+    with socket.create_connection(("127.0.0.1", server.port)) as sock:
+        sock.sendall(
+            (
+                f"PATCH {path} HTTP/1.1\r\nHost: x\r\nTus-Resumable: 1.0.0\r\n"
+                "Authorization: Bearer alice\r\n"
+                "Content-Type: application/offset+octet-stream\r\nUpload-Offset: 0\r\n"
+                f"Content-Length: {len(MP4)}\r\n\r\n"
+            ).encode()
+            + MP4[:50000]
+        )
+        time.sleep(0.5)
+    offset = 0
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        state = head(url)
+        if state.status_code == 200 and int(state.headers["Upload-Offset"]) > 0:
+            offset = int(state.headers["Upload-Offset"])
+            break
+        time.sleep(0.2)
+    assert 0 < offset <= 50000
+    assert patch(url, offset, MP4[offset:]).status_code == 204
+    assert requests.get(server.url("/fs/dropped.mp4"), timeout=30).content == MP4
