@@ -11,6 +11,7 @@ from gridserve.config import (
     ConfigError,
     masked,
     parse_bool,
+    parse_duration,
     parse_size,
     render_toml,
     resolve_settings,
@@ -112,3 +113,18 @@ def test_chunk_cache_size(tmp_path: Path) -> None:
     assert resolve(file_text='chunk-cache = "1G"\n', tmp_path=tmp_path)["chunk_cache"] == 2**30
     with pytest.raises(ConfigError, match="--chunk-cache"):
         resolve({"chunk_cache": "lots"})
+
+
+def test_upload_expiry_is_a_duration(tmp_path: Path) -> None:
+    assert resolve()["upload_expiry"] == 86400
+    assert resolve({"upload_expiry": "30m"})["upload_expiry"] == 1800
+    assert resolve(env={"GRIDSERVE_UPLOAD_EXPIRY": "2"})["upload_expiry"] == 2
+    assert (
+        resolve(file_text='upload_expiry = "7d"\n', tmp_path=tmp_path)["upload_expiry"] == 7 * 86400
+    )
+    assert parse_duration("1.5h") == 5400 and parse_duration(" 90s ") == 90
+    for bad in ("0", "-1", "1w", "", "h"):
+        with pytest.raises(ValueError):
+            parse_duration(bad)
+    with pytest.raises(ConfigError):
+        resolve({"upload_expiry": "soon"})
