@@ -17,12 +17,16 @@ from typing import Any
 import pytest
 import requests
 
+from gridserve.media.service import MediaService
 from gridserve.storage.base import Storage
 from gridserve.storage.gridfs import GridFSStorage
 from gridserve.storage.local import LocalStorage
 from gridserve.storage.s3 import S3Storage
 from gridserve.uploads import UploadPolicy
 from tests.livehttp import LiveServer
+from tests.mediafiles import media_dir
+
+__all__ = ["media_dir"]
 
 BACKENDS: dict[str, type[Storage]] = {
     "gridfs": GridFSStorage,
@@ -210,7 +214,8 @@ def test_upload_in_two_patches_becomes_a_file_that_plays_with_ranges(
     assert "videos/clip.mp4" not in listed(server)
     assert requests.get(server.url("/fs/videos/clip.mp4"), timeout=30).status_code == 404
     upload_id = url.rsplit("/", 1)[1]
-    assert requests.get(server.url(f"/fs/{upload_id}"), timeout=30).status_code == 404
+    for key in (upload_id, upload_id.split("-")[0]):  # GridFS: the chunks' files_id
+        assert requests.get(server.url(f"/fs/{key}"), timeout=30).status_code == 404
 
     last = patch(url, 40000, MP4[40000:])
     assert last.status_code == 204, last.text
@@ -255,6 +260,30 @@ def test_defer_length(server: LiveServer) -> None:
     done = patch(url, 10000, MP4[10000:], Upload_Length=str(len(MP4)))
     assert done.status_code == 204, done.text
     assert requests.get(server.url("/fs/later.mp4"), timeout=30).content == MP4
+
+
+@pytest.mark.media
+def test_a_finished_upload_gets_media_facts_and_posters_as_put(
+    start: Callable[..., LiveServer], media_dir: Path
+) -> None:
+    server = start(media=lambda storage: MediaService(storage))
+    clip = (media_dir / "clip-end.mp4").read_bytes()
+    url = created(server, name="m/clip.mp4", length=len(clip))
+    assert patch(url, 0, clip[:10000]).status_code == 204
+    assert patch(url, 10000, clip[10000:]).status_code == 204
+    server.run_coroutine(server.media.idle(), timeout=300)
+    (described,) = requests.get(server.url("/fs/m/"), timeout=30).json()["files"]
+    media = described["media"]
+    assert media is not None and media["video"]["codec"] == "h264"
+    assert media["faststart"] is False  # flagged, not rewritten
+    poster = requests.get(server.url("/fs/m/clip.mp4"), params={"poster": "small"}, timeout=30)
+    assert poster.status_code == 200 and poster.headers["Content-Type"] == "image/jpeg"
+
+
+def test_name_conflicts_follow_the_policy(start: Callable[..., LiveServer]) -> None:
+    server = start(upload_policy=UploadPolicy(on_conflict="reject"))
+    requests.put(server.url("/fs/taken.mp4"), headers=ALICE, data=MP4, timeout=30)
+    assert create(server, name="taken.mp4").status_code == 409
 
 
 def test_method_override(server: LiveServer) -> None:
