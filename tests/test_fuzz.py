@@ -38,7 +38,15 @@ HEADERS = [
     "Accept-Encoding",
     "X-Forwarded-For",
     "Authorization",
+    "Tus-Resumable",
+    "Upload-Length",
+    "Upload-Offset",
+    "Upload-Defer-Length",
+    "Upload-Metadata",
+    "Upload-Checksum",
+    "X-HTTP-Method-Override",
 ]
+TUS_PATHS = [b".uploads/", b".uploads"]  # and the URL of a real upload, see the test
 SPICE = [
     b"",
     b"\x00",
@@ -108,9 +116,10 @@ def form_body(rng: random.Random, boundary: bytes) -> bytes:
     return body
 
 
-def random_request(rng: random.Random) -> bytes:
+def random_request(rng: random.Random, tus_paths: list[bytes] = TUS_PATHS) -> bytes:
     method = rng.choice(METHODS).encode()
-    path = b"/fs/" + rng.choice([b"", b"clip.webm", b"dir/", b"up/x.bin"])
+    path = b"/fs/" + rng.choice([b"", b"clip.webm", b"dir/", b"up/x.bin", *tus_paths])
+    tus = b".uploads" in path
     if rng.random() < 0.7:
         path += quote_from_bytes(fragment(rng), safe="/").encode()
     if rng.random() < 0.6:
@@ -124,14 +133,19 @@ def random_request(rng: random.Random) -> bytes:
     headers = [
         rng.choice(HEADERS).encode() + b": " + header_value(rng) for _ in range(rng.randint(0, 4))
     ]
+    if tus and rng.random() < 0.8:
+        headers.append(b"Tus-Resumable: 1.0.0")
     body = b""
-    if method == b"POST":
+    if tus and method in (b"PATCH", b"POST") and rng.random() < 0.6:
+        headers.append(b"Content-Type: application/offset+octet-stream")
+        body = fragment(rng, 200)
+    elif method == b"POST":
         boundary = rng.choice([b"b0und4ry", b"x" * 70, b'"q"'])
         headers.append(b"Content-Type: multipart/form-data; boundary=" + boundary)
         body = form_body(rng, boundary.strip(b'"'))
     elif method == b"PUT":
         body = fragment(rng, 200)
-    if method in (b"POST", b"PUT") and rng.random() < 0.7:
+    if (tus or method in (b"POST", b"PUT")) and rng.random() < 0.7:
         headers.append(b"Authorization: Bearer " + TOKEN.encode())
     head = [method + b" " + path + b" HTTP/1.1", b"Host: fuzz", b"Connection: close", *headers]
     head.append(b"Content-Length: " + str(len(body)).encode())
@@ -174,12 +188,24 @@ def test_fuzzed_requests_and_forms(
     count = int(os.environ.get("GRIDSERVE_FUZZ_COUNT") or 400)
     print(f"fuzz seed {seed}")
     rng = random.Random(seed)
+    upload = requests.post(
+        server.url("/fs/.uploads/"),
+        headers={
+            "Authorization": f"Bearer {TOKEN}",
+            "Tus-Resumable": "1.0.0",
+            "Upload-Length": "1000000",
+            "Upload-Metadata": "filename dXAvdHVzLmJpbg==",
+        },
+        timeout=10,
+    )
+    assert upload.status_code == 201
+    tus_paths = [*TUS_PATHS, upload.headers["Location"].removeprefix("/fs/").encode()]
     for _ in range(20):  # warm-up: what the first requests allocate once is not a leak
-        status_of(server.port, random_request(rng))
+        status_of(server.port, random_request(rng, tus_paths))
     before = rss_bytes()
     caplog.set_level(logging.WARNING)
     for number in range(count):
-        request = random_request(rng)
+        request = random_request(rng, tus_paths)
         try:
             status = status_of(server.port, request)
         except TimeoutError:
