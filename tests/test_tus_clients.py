@@ -17,7 +17,7 @@ from tusclient.client import TusClient
 from gridserve.acl import AllowReads, AnyOf, BearerToken
 from tests.cutproxy import CuttingProxy
 from tests.livehttp import LiveServer
-from tests.test_tus_protocol import BACKENDS, takes_uploads
+from tests.test_tus_protocol import BACKENDS, stored, takes_uploads
 
 SIZE = 64 * 1024 * 1024
 CHUNK = 16 * 1024 * 1024
@@ -55,9 +55,9 @@ def test_tuspy_resumes_through_two_cuts(serve: Callable[..., LiveServer], backen
     print(f"tuspy: 64 MiB into {backend} through 2 cuts in {elapsed:.1f}s")
 
     listing = requests.get(server.url("/fs/tuspy/"), timeout=30).json()["files"]
-    (described,) = listing
-    assert described["length"] == SIZE
-    assert described["sha256"] == hashlib.sha256(data).hexdigest()
+    assert [(f["filename"], f["length"]) for f in listing] == [(f"tuspy/{backend}.bin", SIZE)]
+    info = stored(server, f"tuspy/{backend}.bin")
+    assert info.metadata["sha256"] == hashlib.sha256(data).hexdigest()
     start = CHUNK + CHUNK // 3 - 1000  # across the first cut
     ranged = requests.get(
         server.url(f"/fs/tuspy/{backend}.bin"),

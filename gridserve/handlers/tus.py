@@ -106,10 +106,10 @@ def failure_answer(exc: BaseException) -> tuple[int, str] | None:
     if isinstance(exc, InvalidKey):
         return 400, str(exc)
     if isinstance(exc, InsufficientStorage):
-        log.warning("tus upload refused, storage full: %s", exc)
+        log.warning("tus upload refused, storage full: %.300s", exc)
         return 507, "Insufficient Storage"
     if isinstance(exc, StorageUnavailable):
-        log.warning("tus upload failed, storage unavailable: %s", exc)
+        log.warning("tus upload failed, storage unavailable: %.300s", exc)
         return 503, "Storage unavailable"
     if isinstance(exc, UploadAborted):
         return 499, str(exc)
