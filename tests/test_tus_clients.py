@@ -8,16 +8,18 @@ import hashlib
 import io
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import pytest
 import requests
 from tusclient.client import TusClient
 
 from gridserve.acl import AllowReads, AnyOf, BearerToken
+from tests.conftest import report_figure
 from tests.cutproxy import CuttingProxy
 from tests.livehttp import LiveServer
 from tests.test_tus_protocol import BACKENDS, stored, takes_uploads
+from tests.test_upload_memory import MIB, peak_rss, reset_peak
 
 SIZE = 64 * 1024 * 1024
 CHUNK = 16 * 1024 * 1024
@@ -66,3 +68,50 @@ def test_tuspy_resumes_through_two_cuts(serve: Callable[..., LiveServer], backen
     )
     assert ranged.status_code == 206
     assert ranged.content == data[start : start + 100_000]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("backend", "size_mib"), [("local", 1024)], indirect=["backend"])
+def test_a_1_gib_upload_in_8_mib_patches_keeps_memory_bounded(
+    serve: Callable[..., LiveServer], backend: str, size_mib: int
+) -> None:
+    """The server runs in this process; the client's PATCH bodies are generators reusing one
+    buffer, so the peak RSS growth is the server's."""
+    server = serve(acl=AnyOf(AllowReads(), BearerToken("secret")))
+    auth = {"Authorization": "Bearer secret", "Tus-Resumable": "1.0.0"}
+    block = os.urandom(MIB)
+    created = requests.post(
+        server.url("/fs/.uploads/"),
+        headers={
+            **auth,
+            "Upload-Length": str(size_mib * MIB),
+            "Upload-Metadata": "filename YmlnLmJpbg==",
+        },
+        timeout=30,
+    )
+    assert created.status_code == 201
+    url = server.url(created.headers["Location"])
+
+    def body() -> Iterator[bytes]:
+        for _ in range(8):
+            yield block
+
+    reset_peak()
+    before = peak_rss()
+    started = time.monotonic()
+    for offset in range(0, size_mib * MIB, 8 * MIB):
+        headers = {
+            **auth,
+            "Upload-Offset": str(offset),
+            "Content-Type": "application/offset+octet-stream",
+        }
+        answer = requests.patch(url, headers=headers, data=body(), timeout=120)
+        assert answer.status_code == 204, answer.text
+    growth = peak_rss() - before
+    elapsed = time.monotonic() - started
+    assert stored(server, "big.bin").length == size_mib * MIB
+    report_figure(
+        f"tus {backend}: {size_mib} MiB in 8 MiB PATCHes grew peak RSS by {growth / MIB:.1f} MiB"
+        f" ({size_mib / elapsed:.0f} MiB/s)"
+    )
+    assert growth < 24 * MIB
