@@ -138,6 +138,7 @@ def make_app(
         "media": media,
         "upload_expiry": upload_expiry,
         "linger_bytes": linger_bytes,
+        "signing_key": signing_key,
     }
     # Before the files route: nothing under .uploads ever reaches it (no file is named there).
     routes.append((rf"{prefix}/\.uploads(?:/(.*))?", TusHandler, tus_options))

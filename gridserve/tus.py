@@ -284,7 +284,10 @@ def parse_append(
 
 
 def expires_at(now: datetime, expiry_seconds: float) -> datetime:
-    """When an upload touched at ``now`` expires (sliding: creation and every PATCH renew it)."""
+    """When an upload touched at ``now`` expires. Sliding: creation and every PATCH renew it,
+    so only an abandoned upload expires, never a slow one in progress. (tusd has no expiry of
+    its own; tusdotnet's ``SlidingExpiration`` renews on every PATCH as well, and the spec
+    says the value "MAY change over time".)"""
     return now + timedelta(seconds=expiry_seconds)
 
 

@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 import requests
 
+from gridserve.acl import default_acl
 from gridserve.media.service import MediaService
 from gridserve.storage.base import FileInfo, Storage
 from gridserve.storage.gridfs import GridFSStorage
@@ -284,6 +285,20 @@ def test_a_finished_upload_gets_media_facts_and_posters_as_put(
     assert media["faststart"] is False  # flagged, not rewritten
     poster = requests.get(server.url("/fs/m/clip.mp4"), params={"poster": "small"}, timeout=30)
     assert poster.status_code == 200 and poster.headers["Content-Type"] == "image/jpeg"
+
+
+def test_content_location_is_signed_when_reads_need_signatures(
+    start: Callable[..., LiveServer],
+) -> None:
+    acl = default_acl(upload_token="alice", signing_key="k", require_signed_reads=True)
+    server = start(acl=acl, signing_key="k")
+    url = created(server, name="signed.mp4")
+    done = patch(url, 0, MP4)
+    assert done.status_code == 204
+    location = done.headers["Content-Location"]
+    assert "sig=" in location
+    assert requests.get(server.url(location), timeout=30).content == MP4
+    assert requests.get(server.url(location.split("?")[0]), timeout=30).status_code == 401
 
 
 def test_name_conflicts_follow_the_policy(start: Callable[..., LiveServer]) -> None:

@@ -110,6 +110,19 @@ def describe_file(info: FileInfo, url_prefix: str = "/fs") -> dict[str, Any]:
     }
 
 
+def handed_out_url(signing_key: SigningKeys | None, request: Any, url: str) -> str:
+    """A file ``url`` as an answer to ``request`` hands it out: signed for an hour with
+    ``signing_key`` (unchanged without one), never longer than the request's own signature
+    (a signed request hands out nothing that outlives it)."""
+    if not signing_key:
+        return url
+    expires = int(time.time()) + LISTED_URL_TTL
+    signed_until = signed_expiry(request)
+    if signed_until is not None:
+        expires = min(expires, signed_until)
+    return sign_path(signing_key, url, expires=expires)
+
+
 class UploadAborted(Exception):
     """The body of an upload stops here: the client left, or the upload was refused."""
 
@@ -312,13 +325,7 @@ class FilesHandler(GridFSHandler):
 
     def sign_url(self, url: str) -> str:
         """``url`` signed as :meth:`describe` signs (unchanged without a signing key)."""
-        if not self.signing_key:
-            return url
-        expires = int(time.time()) + LISTED_URL_TTL
-        signed_until = signed_expiry(self.request)
-        if signed_until is not None:  # never outlive the signature that admitted us
-            expires = min(expires, signed_until)
-        return sign_path(self.signing_key, url, expires=expires)
+        return handed_out_url(self.signing_key, self.request, url)
 
     # -- delete --------------------------------------------------------------------------
 

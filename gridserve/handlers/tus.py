@@ -39,7 +39,8 @@ the file to the media service (facts, posters). ``--faststart`` does not rewrite
 Options: ``storage``, ``acl`` (default :class:`~gridserve.acl.AllowReads`: no writes),
 ``upload_policy``, ``prefix``, ``media``, ``upload_expiry`` (seconds; sliding: renewed by
 every PATCH), ``linger_bytes`` (how much of a refused body is read and discarded before the
-connection is closed).
+connection is closed), ``signing_key`` (``Content-Location`` signed for an hour, as listings
+sign the URLs they hand out).
 """
 
 from __future__ import annotations
@@ -55,7 +56,7 @@ from typing import Any
 import tornado.web
 
 from gridserve import tus
-from gridserve.acl import ACL, AllowReads, Refused, has_credentials, is_allowed
+from gridserve.acl import ACL, AllowReads, Refused, SigningKeys, has_credentials, is_allowed
 from gridserve.handlers.errors import HTTPErrorWithHeaders
 from gridserve.handlers.files import (
     DEFAULT_LINGER_BYTES,
@@ -64,6 +65,7 @@ from gridserve.handlers.files import (
     UploadAborted,
     describe_file,
     free_name,
+    handed_out_url,
 )
 from gridserve.handlers.stream import StorageRequestHandler
 from gridserve.media.service import MediaService
@@ -147,6 +149,7 @@ class TusHandler(StorageRequestHandler):
         media: MediaService | None = None,
         upload_expiry: float = tus.DEFAULT_EXPIRY_SECONDS,
         linger_bytes: int = DEFAULT_LINGER_BYTES,
+        signing_key: SigningKeys | None = None,
     ) -> None:
         super().initialize()
         self.storage = storage
@@ -156,6 +159,7 @@ class TusHandler(StorageRequestHandler):
         self.media = media
         self.upload_expiry = upload_expiry
         self.linger_bytes = linger_bytes
+        self.signing_key = signing_key
         self.state: UploadState | None = None
         self._channel: BodyChannel | None = None
         self._append: asyncio.Future[UploadState] | None = None
@@ -391,7 +395,10 @@ class TusHandler(StorageRequestHandler):
             state = await asyncio.shield(self._append)
             if state.complete:
                 info = await self._complete(state)
-                self.set_header("Content-Location", describe_file(info, self.url_prefix)["url"])
+                url = describe_file(info, self.url_prefix)["url"]
+                self.set_header(
+                    "Content-Location", handed_out_url(self.signing_key, self.request, url)
+                )
         except Exception as exc:
             answer = failure_answer(exc)
             if answer is None:
