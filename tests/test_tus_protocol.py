@@ -43,7 +43,10 @@ MP4 = b"\x00\x00\x00\x20ftypisom\x00\x00\x02\x00isomiso2avc1mp41" + bytes(range(
 
 
 def takes_uploads(backend: str) -> bool:
-    return BACKENDS[backend].begin_upload is not Storage.begin_upload
+    """Whether the backend (or, wrapped: cached-*, fallback, the one it writes to) takes
+    resumable uploads."""
+    inner = {"fallback": "local"}.get(backend, backend.removeprefix("cached-"))
+    return BACKENDS[inner].begin_upload is not Storage.begin_upload
 
 
 @pytest.fixture(params=list(BACKENDS), ids=list(BACKENDS))
@@ -241,6 +244,19 @@ def test_upload_in_two_patches_becomes_a_file_that_plays_with_ranges(
     assert info.metadata["sha256"] == hashlib.sha256(MP4).hexdigest()
     assert info.md5 == hashlib.md5(MP4).hexdigest()
     assert info.content_type == "video/mp4"
+
+
+@pytest.mark.parametrize("backend", ["cached-gridfs", "fallback"], indirect=True)
+def test_wrapped_storages_take_uploads_into_the_one_they_write(server: LiveServer) -> None:
+    """The daemon puts a chunk cache in front of GridFS; a fallback chain writes to its first."""
+    url = created(server, name="wrapped.mp4")
+    assert patch(url, 0, MP4[:7000]).status_code == 204
+    assert head(url).headers["Upload-Offset"] == "7000"
+    assert patch(url, 7000, MP4[7000:]).status_code == 204
+    ranged = requests.get(
+        server.url("/fs/wrapped.mp4"), headers={"Range": "bytes=-500"}, timeout=30
+    )
+    assert ranged.status_code == 206 and ranged.content == MP4[-500:]
 
 
 def test_creation_with_upload(server: LiveServer) -> None:
