@@ -18,18 +18,13 @@ from gridserve.acl import AllowReads, AnyOf, BearerToken
 from tests.conftest import report_figure
 from tests.cutproxy import CuttingProxy
 from tests.livehttp import LiveServer
-from tests.test_tus_protocol import BACKENDS, stored, takes_uploads
 from tests.test_upload_memory import MIB, peak_rss, reset_peak
+
+__all__ = ["backend"]
+from tests.tuslive import backend, stored
 
 SIZE = 64 * 1024 * 1024
 CHUNK = 16 * 1024 * 1024
-
-
-@pytest.fixture(params=list(BACKENDS), ids=list(BACKENDS))
-def backend(request: pytest.FixtureRequest) -> str:
-    if not takes_uploads(request.param):
-        pytest.skip(f"{request.param} takes no resumable uploads yet")
-    return str(request.param)
 
 
 @pytest.mark.slow

@@ -1,185 +1,46 @@
-"""tus 1.0.0 over real HTTP (gridserve.handlers.tus): every status the protocol answers, the
-extensions, expiry, owners, the ACL, and what a finished upload becomes; on every storage that
-takes resumable uploads (the others are skipped)."""
+"""tus 1.0.0 over real HTTP (gridserve.handlers.tus): the core, the extensions, expiry, and
+every refusal the protocol answers, and what a finished upload becomes; on every storage that
+takes resumable uploads (the others are skipped). Owners, the ACL, CORS and concurrency:
+test_tus_access.py."""
 
 from __future__ import annotations
 
 import base64
 import hashlib
-import socket
-import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from email.utils import parsedate_to_datetime
 from pathlib import Path
-from typing import Any
 
 import pytest
 import requests
 
 from gridserve.acl import default_acl
 from gridserve.media.service import MediaService
-from gridserve.storage.base import FileInfo, Storage
-from gridserve.storage.gridfs import GridFSStorage
-from gridserve.storage.local import LocalStorage
-from gridserve.storage.s3 import S3Storage
 from gridserve.uploads import UploadPolicy
 from tests.livehttp import LiveServer
 from tests.mediafiles import media_dir
+from tests.tuslive import (
+    ALICE,
+    MP4,
+    OCTETS,
+    TUS,
+    b64,
+    backend,
+    create,
+    created,
+    head,
+    left,
+    listed,
+    metadata,
+    patch,
+    server,
+    start,
+    stored,
+    users,
+)
 
-__all__ = ["media_dir"]
-
-BACKENDS: dict[str, type[Storage]] = {
-    "gridfs": GridFSStorage,
-    "local": LocalStorage,
-    "s3": S3Storage,
-}
-ALICE = {"Authorization": "Bearer alice"}
-BOB = {"Authorization": "Bearer bob"}
-TUS = {"Tus-Resumable": "1.0.0"}
-OCTETS = {"Content-Type": "application/offset+octet-stream"}
-# An MP4 header libmagic recognises, then bytes: what a phone uploads.
-MP4 = b"\x00\x00\x00\x20ftypisom\x00\x00\x02\x00isomiso2avc1mp41" + bytes(range(256)) * 400
-
-
-def takes_uploads(backend: str) -> bool:
-    """Whether the backend (or, wrapped: cached-*, fallback, the one it writes to) takes
-    resumable uploads."""
-    inner = {"fallback": "local"}.get(backend, backend.removeprefix("cached-"))
-    return BACKENDS[inner].begin_upload is not Storage.begin_upload
-
-
-@pytest.fixture(params=list(BACKENDS), ids=list(BACKENDS))
-def backend(request: pytest.FixtureRequest) -> str:
-    if not takes_uploads(request.param):
-        pytest.skip(f"{request.param} takes no resumable uploads yet")
-    return str(request.param)
-
-
-class Users:
-    """The test's ACL: everyone reads; alice and bob write (alice not under ``private/``);
-    a user in ``revoked`` may no longer write."""
-
-    def __init__(self) -> None:
-        self.revoked: set[str] = set()
-        self.asked: list[tuple[str, str]] = []
-
-    def __call__(self, request: Any, action: str, target: Any) -> bool:
-        if action in ("read", "list"):
-            return True
-        user = {"Bearer alice": "alice", "Bearer bob": "bob"}.get(
-            request.headers.get("Authorization", "")
-        )
-        if action == "write" and isinstance(target, str):
-            self.asked.append((user or "-", target))
-        if user is None or user in self.revoked:
-            return False
-        return not (user == "alice" and str(target).startswith("private/"))
-
-
-@pytest.fixture
-def users() -> Users:
-    return Users()
-
-
-@pytest.fixture
-def start(serve: Callable[..., LiveServer], users: Users) -> Callable[..., LiveServer]:
-    def run(**options: Any) -> LiveServer:
-        options.setdefault("acl", users)
-        return serve(**options)
-
-    return run
-
-
-@pytest.fixture
-def server(start: Callable[..., LiveServer]) -> LiveServer:
-    return start()
-
-
-def b64(text: str) -> str:
-    return base64.b64encode(text.encode()).decode()
-
-
-def metadata(filename: str, filetype: str | None = None) -> str:
-    pairs = f"filename {b64(filename)}"
-    return pairs + (f",filetype {b64(filetype)}" if filetype else "")
-
-
-def create(
-    server: LiveServer,
-    name: str = "videos/clip.mp4",
-    length: int | None = len(MP4),
-    user: dict[str, str] = ALICE,
-    body: bytes | None = None,
-    **headers: str,
-) -> requests.Response:
-    sent = {**TUS, **user, "Upload-Metadata": metadata(name, "video/mp4")}
-    if length is None:
-        sent["Upload-Defer-Length"] = "1"
-    else:
-        sent["Upload-Length"] = str(length)
-    if body is not None:
-        sent.update(OCTETS)
-    sent.update({k.replace("_", "-"): v for k, v in headers.items()})
-    return requests.post(server.url("/fs/.uploads/"), headers=sent, data=body, timeout=30)
-
-
-def created(server: LiveServer, **kwargs: Any) -> str:
-    answer = create(server, **kwargs)
-    assert answer.status_code == 201, answer.text
-    return server.url(answer.headers["Location"])
-
-
-def patch(
-    url: str,
-    offset: int,
-    data: bytes,
-    user: dict[str, str] = ALICE,
-    extra: dict[str, str] | None = None,
-    **headers: str,
-) -> requests.Response:
-    sent = {**TUS, **user, **OCTETS, "Upload-Offset": str(offset), **(extra or {})}
-    sent.update({k.replace("_", "-"): v for k, v in headers.items()})
-    return requests.patch(url, headers=sent, data=data, timeout=60)
-
-
-def head(url: str, user: dict[str, str] = ALICE) -> requests.Response:
-    return requests.head(url, headers={**TUS, **user}, timeout=30)
-
-
-def stored(server: LiveServer, name: str) -> FileInfo:
-    """The stored file ``name``, as the storage describes it."""
-    info: FileInfo = server.run_coroutine(server.storage.resolve(name))
-    return info
-
-
-def listed(server: LiveServer) -> list[str]:
-    answer = requests.get(server.url("/fs/?prefix="), timeout=30)
-    assert answer.status_code == 200
-    return [f["filename"] for f in answer.json()["files"]]
-
-
-def uploads_left(backend: str, request: pytest.FixtureRequest, local_root: Path) -> int:
-    """Uploads the storage still keeps (records, state files, multipart uploads)."""
-    if backend == "gridfs":
-        db = request.getfixturevalue("sync_db")
-        return int(db["fs.uploads"].count_documents({})) + int(db["fs.chunks"].count_documents({}))
-    if backend == "local":
-        private = local_root / ".gridserve"
-        return len([p for p in private.rglob("*") if p.is_file()]) if private.exists() else 0
-    from tests.test_storage_s3 import leftovers
-
-    server = request.getfixturevalue("s3_server")
-    bucket = request.getfixturevalue("s3_bucket")
-    import asyncio
-
-    objects, multiparts = asyncio.run(leftovers(server, bucket))
-    return len(objects) + len(multiparts)
-
-
-@pytest.fixture
-def left(backend: str, request: pytest.FixtureRequest, local_root: Path) -> Callable[[], int]:
-    return lambda: uploads_left(backend, request, local_root)
+__all__ = ["backend", "left", "media_dir", "server", "start", "users"]
 
 
 # -- core, creation, completion ---------------------------------------------------------------
@@ -443,132 +304,3 @@ def test_expiry_is_sliding_then_404_and_removed(
     assert head(url).status_code == 404
     assert patch(url, 1000, MP4[1000:]).status_code == 404
     assert left() == 0
-
-
-# -- who may ----------------------------------------------------------------------------------
-
-
-def test_another_credential_gets_the_404_of_an_unknown_id(server: LiveServer) -> None:
-    url = created(server, name="alice.mp4")
-    assert patch(url, 0, MP4[:1000]).status_code == 204
-    unknown = url[:-4] + ("AAAA" if not url.endswith("AAAA") else "BBBB")
-    for target in (url, unknown):
-        assert head(target, user=BOB).status_code == 404
-        assert patch(target, 1000, MP4[1000:2000], user=BOB).status_code == 404
-        gone = requests.delete(target, headers={**TUS, **BOB}, timeout=30)
-        assert gone.status_code == 404
-    assert head(url).headers["Upload-Offset"] == "1000"  # bob changed nothing
-
-
-def test_acl_is_asked_at_creation_and_every_request(server: LiveServer, users: Users) -> None:
-    assert create(server, user={}).status_code == 401
-    assert create(server, user={"Authorization": "Bearer mallory"}).status_code == 403
-    assert create(server, name="private/a.mp4").status_code == 403
-    url = created(server, name="mine.mp4")
-    assert ("alice", "mine.mp4") in users.asked
-    # Without credentials, a known and an unknown upload are refused alike (no oracle).
-    assert head(url, user={}).status_code == 401
-    assert head(url[:-4] + "AAAA", user={}).status_code == 401
-    users.revoked.add("alice")
-    assert head(url).status_code == 403
-    assert patch(url, 0, MP4[:10]).status_code == 403
-    users.revoked.clear()
-    assert head(url).headers["Upload-Offset"] == "0"
-
-
-def test_uploads_is_not_a_file_namespace(server: LiveServer) -> None:
-    base = server.url("/fs/.uploads/")
-    assert requests.put(base + "x", headers=ALICE, data=b"x", timeout=30).status_code == 405
-    assert requests.get(base + "x", timeout=30).status_code == 405
-    assert requests.get(base, timeout=30).status_code == 405
-    assert requests.post(base + "x", headers={**TUS, **ALICE}, timeout=30).status_code == 405
-    no_slash = requests.put(server.url("/fs/.uploads"), headers=ALICE, data=b"x", timeout=30)
-    assert no_slash.status_code == 405
-
-
-def test_cors_for_tus_clients(start: Callable[..., LiveServer]) -> None:
-    server = start(cors_origin="https://app.example")
-    origin = {"Origin": "https://app.example"}
-    preflight = requests.options(
-        server.url("/fs/.uploads/x"),
-        headers={**origin, "Access-Control-Request-Method": "PATCH"},
-        timeout=30,
-    )
-    assert preflight.status_code == 204
-    methods = preflight.headers["Access-Control-Allow-Methods"]
-    assert {"POST", "PATCH", "HEAD", "DELETE"} <= {m.strip() for m in methods.split(",")}
-    allowed = {
-        h.strip().lower() for h in preflight.headers["Access-Control-Allow-Headers"].split(",")
-    }
-    for name in ("tus-resumable", "upload-length", "upload-offset", "upload-metadata"):
-        assert name in allowed
-    for name in ("upload-defer-length", "upload-checksum", "authorization", "content-type"):
-        assert name in allowed
-    answer = create(server, Origin="https://app.example")
-    assert answer.headers["Access-Control-Allow-Origin"] == "https://app.example"
-    exposed = {h.strip() for h in answer.headers["Access-Control-Expose-Headers"].split(",")}
-    for name in ("Location", "Upload-Offset", "Upload-Length", "Upload-Expires", "Tus-Version"):
-        assert name in exposed
-
-
-# -- concurrency and clients that leave -------------------------------------------------------
-
-
-def slow_body(data: bytes, started: threading.Event, release: threading.Event) -> Iterator[bytes]:
-    yield data[:1000]
-    started.set()
-    release.wait(20)
-    yield data[1000:]
-
-
-def test_concurrent_patch_is_423(server: LiveServer) -> None:
-    url = created(server, name="race.mp4")
-    started, release = threading.Event(), threading.Event()
-    outcome: dict[str, int] = {}
-
-    def first() -> None:
-        headers = {**TUS, **ALICE, **OCTETS, "Upload-Offset": "0"}
-        answer = requests.patch(
-            url, headers=headers, data=slow_body(MP4, started, release), timeout=60
-        )
-        outcome["first"] = answer.status_code
-
-    thread = threading.Thread(target=first)
-    thread.start()
-    try:
-        assert started.wait(20)
-        time.sleep(1.0)  # the client has sent its first bytes: the server is appending them
-        second = patch(url, 0, MP4[:10])
-        assert second.status_code == 423, second.text
-    finally:
-        release.set()
-        thread.join(60)
-    assert outcome["first"] == 204
-    assert requests.get(server.url("/fs/race.mp4"), timeout=30).content == MP4
-
-
-def test_client_gone_mid_patch_keeps_what_arrived(server: LiveServer) -> None:
-    url = created(server, name="dropped.mp4")
-    path = url.split(str(server.port), 1)[1]
-    with socket.create_connection(("127.0.0.1", server.port)) as sock:
-        sock.sendall(
-            (
-                f"PATCH {path} HTTP/1.1\r\nHost: x\r\nTus-Resumable: 1.0.0\r\n"
-                "Authorization: Bearer alice\r\n"
-                "Content-Type: application/offset+octet-stream\r\nUpload-Offset: 0\r\n"
-                f"Content-Length: {len(MP4)}\r\n\r\n"
-            ).encode()
-            + MP4[:50000]
-        )
-        time.sleep(0.5)
-    offset = 0
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        state = head(url)
-        if state.status_code == 200 and int(state.headers["Upload-Offset"]) > 0:
-            offset = int(state.headers["Upload-Offset"])
-            break
-        time.sleep(0.2)
-    assert 0 < offset <= 50000
-    assert patch(url, offset, MP4[offset:]).status_code == 204
-    assert requests.get(server.url("/fs/dropped.mp4"), timeout=30).content == MP4
