@@ -133,6 +133,20 @@ def test_creation_with_upload(server: LiveServer) -> None:
     assert requests.get(server.url("/fs/whole.mp4"), timeout=30).content == MP4
 
 
+def test_an_empty_file_is_complete_at_creation(server: LiveServer) -> None:
+    answer = create(server, name="empty.txt", length=0)
+    assert answer.status_code == 201, answer.text
+    assert answer.headers["Upload-Offset"] == "0"
+    assert "Content-Location" in answer.headers
+    assert head(server.url(answer.headers["Location"])).status_code == 404  # finished
+    got = requests.get(server.url("/fs/empty.txt"), timeout=30)
+    assert got.status_code == 200 and got.content == b""
+    # Deferred, then set to 0 by an empty PATCH.
+    url = created(server, name="later-empty.txt", length=None)
+    assert patch(url, 0, b"", Upload_Length="0").status_code == 204
+    assert requests.get(server.url("/fs/later-empty.txt"), timeout=30).content == b""
+
+
 def test_defer_length(server: LiveServer) -> None:
     url = created(server, name="later.mp4", length=None)
     state = head(url)

@@ -376,9 +376,25 @@ class TusHandler(StorageRequestHandler):
         self.set_status(201)
         self.set_header("Location", self.upload_url(self.state.id))
         if self._append is None:
-            self._describe_progress(self.state)
+            await self._answer_without_body()
             return
         await self._answer()
+
+    async def _answer_without_body(self) -> None:
+        """A creation without a body: complete at once when its length is 0 (an empty file)."""
+        state = self.state
+        assert state is not None
+        if state.complete:
+            try:
+                await self._complete(state)
+            except Exception as exc:
+                answer = failure_answer(exc)
+                if answer is None:
+                    raise
+                await self._terminate_quietly(state.id)  # its URL was never handed out
+                self.send_error(answer[0], reason=answer[1])
+                return
+        self._describe_progress(state)
 
     async def patch(self, *args: Any) -> None:
         await self._answer()
@@ -394,11 +410,7 @@ class TusHandler(StorageRequestHandler):
             # Shielded: a client leaving cancels this request, never the storage's write.
             state = await asyncio.shield(self._append)
             if state.complete:
-                info = await self._complete(state)
-                url = describe_file(info, self.url_prefix)["url"]
-                self.set_header(
-                    "Content-Location", handed_out_url(self.signing_key, self.request, url)
-                )
+                await self._complete(state)
         except Exception as exc:
             answer = failure_answer(exc)
             if answer is None:
@@ -421,12 +433,15 @@ class TusHandler(StorageRequestHandler):
 
     async def _complete(self, state: UploadState) -> FileInfo:
         """The upload made a file: stored with the type ``PUT`` would store, checked against
-        the policy (415: terminated), then handed to the media service."""
+        the policy (415: terminated), then handed to the media service; the answer carries
+        its URL (``Content-Location``)."""
         content_type = content_type_of(state)
         self.upload_policy.check_type(state.name, content_type)
         info = await self.storage.complete_upload(state.id, content_type=content_type)
         if self.media is not None:
             self.media.submit(info)  # facts and posters, off the request path
+        url = describe_file(info, self.url_prefix)["url"]
+        self.set_header("Content-Location", handed_out_url(self.signing_key, self.request, url))
         return info
 
     async def _terminate_quietly(self, upload_id: str) -> None:
