@@ -210,7 +210,10 @@ class Creation:
 
 def parse_creation(headers: Mapping[str, str], max_size: int | None) -> Creation:
     """The creation request in ``headers``: exactly one of ``Upload-Length`` and
-    ``Upload-Defer-Length: 1`` (400), the length within ``max_size`` (413), the metadata."""
+    ``Upload-Defer-Length: 1`` (400), the length within ``max_size`` (413), the metadata; no
+    ``Upload-Concat`` (400: concatenation is not offered)."""
+    if headers.get("Upload-Concat") is not None:  # a client ignoring Tus-Extension
+        raise TusError(400, "Upload-Concat: the concatenation extension is not supported")
     length = parse_count(headers.get("Upload-Length"), "Upload-Length")
     deferred = parse_defer_length(headers.get("Upload-Defer-Length"))
     if length is not None and deferred:

@@ -162,6 +162,8 @@ def test_creation_refusals() -> None:
     assert status_of(tus.parse_creation, {}, None) == 400
     assert status_of(tus.parse_creation, {"Upload-Length": "11"}, 10) == 413
     assert tus.parse_creation({"Upload-Length": "10"}, 10).length == 10
+    partial = {"Upload-Length": "10", "Upload-Concat": "partial"}
+    assert status_of(tus.parse_creation, partial, None) == 400
 
 
 # -- appends ----------------------------------------------------------------------------------
