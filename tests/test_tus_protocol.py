@@ -259,6 +259,7 @@ def test_malformed_patch_is_400(server: LiveServer) -> None:
 def test_size_is_refused_at_creation(start: Callable[..., LiveServer]) -> None:
     server = start(upload_policy=UploadPolicy(max_size=1000))
     assert create(server, length=1001).status_code == 413
+    assert create(server, length=1001, user={}).status_code == 401  # the ACL first, as PUT
     url = created(server, name="small.bin", length=None)
     assert patch(url, 0, b"x" * 1001).status_code == 413
     assert patch(url, 0, b"x" * 1000, Upload_Length="1001").status_code == 413

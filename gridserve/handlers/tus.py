@@ -249,16 +249,22 @@ class TusHandler(StorageRequestHandler):
 
     async def _create(self) -> None:
         headers = self.request.headers
-        creation = tus.parse_creation(headers, self.max_size)
+        # In PUT's order: malformed (400), the ACL (so a stranger learns no more), size (413),
+        # name exists (409), extension (415).
+        creation = tus.parse_creation(headers, None)
         if creation.filename is None:
             raise tus.TusError(400, "Upload-Metadata needs a filename")
         name = sanitize_name(creation.filename)
         await self.authorize(name)
-        self.upload_policy.check_name(name)
+        tus.check_size(creation.length, self.max_size)
         with_body = self._has_body()
         if with_body:
             tus.check_patch_type(headers.get("Content-Type"))
-        name = await free_name(self.storage, self.upload_policy, name)
+        try:
+            name = await free_name(self.storage, self.upload_policy, name)
+        except StorageUnavailable as exc:
+            raise self.storage_http_error(exc) from None
+        self.upload_policy.check_name(name)
         try:
             state = await self.storage.begin_upload(
                 name,
