@@ -127,6 +127,8 @@ def test_concurrent_patch_is_423(server: LiveServer) -> None:
         time.sleep(1.0)  # the client has sent its first bytes: the server is appending them
         second = patch(url, 0, MP4[:10])
         assert second.status_code == 423, second.text
+        terminate = requests.delete(url, headers={**TUS, **ALICE}, timeout=30)
+        assert terminate.status_code == 423, terminate.text
     finally:
         release.set()
         thread.join(60)

@@ -233,7 +233,7 @@ class TusHandler(StorageRequestHandler):
             except StorageUnavailable as exc:
                 raise self.storage_http_error(exc) from None
         if state is not None and tus.is_expired(state, _now()):
-            with contextlib.suppress(UploadNotFound, StorageUnavailable):
+            with contextlib.suppress(UploadNotFound, UploadLocked, StorageUnavailable):
                 await self.storage.terminate_upload(state.id)
             state = None
         if state is None or not tus.owned_by(state, self._owner()):
@@ -451,7 +451,7 @@ class TusHandler(StorageRequestHandler):
         return info
 
     async def _terminate_quietly(self, upload_id: str) -> None:
-        with contextlib.suppress(UploadNotFound, StorageUnavailable):
+        with contextlib.suppress(UploadNotFound, UploadLocked, StorageUnavailable):
             await self.storage.terminate_upload(upload_id)
 
     def _describe_progress(self, state: UploadState) -> None:
@@ -480,6 +480,8 @@ class TusHandler(StorageRequestHandler):
             await self.storage.terminate_upload(state.id)
         except UploadNotFound:
             raise tornado.web.HTTPError(404) from None
+        except UploadLocked:  # a PATCH is appending: terminate after it
+            raise tornado.web.HTTPError(423, reason="Locked: a PATCH is appending") from None
         except StorageUnavailable as exc:
             raise self.storage_http_error(exc) from None
         self.set_status(204)
