@@ -15,6 +15,9 @@ An ACL is any callable ``authorize(request, action, target) -> bool | Awaitable[
     requested name or id as a ``str`` (so the policy decides a miss too: a caller it refuses
     gets the same answer whether or not the file exists, and only a caller it allows learns
     404). For ``write`` the requested name (``str``), for ``list`` the prefix (``str``).
+    A resumable (tus) upload asks ``write`` with its file name at creation and at every later
+    request; for an upload id it does not know (or that is another credential's) with
+    ``".uploads/<id>"``, before answering 404.
 
 It returns True to allow. A denial is answered 401 with ``WWW-Authenticate: Bearer`` when the
 request carried no credentials (no ``Authorization`` header, no ``sig``), else 403. A policy
