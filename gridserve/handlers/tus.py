@@ -6,7 +6,8 @@ r"""Resumable uploads over tus 1.0.0: :class:`TusHandler`, mounted by ``make_app
     creation (``Upload-Length`` or ``Upload-Defer-Length: 1``; ``Upload-Metadata`` with
     ``filename``, required, and ``filetype``), with an optional first body
     (creation-with-upload): 201, ``Location`` (the upload's URL), ``Upload-Offset``,
-    ``Upload-Expires``.
+    ``Upload-Expires``; an upload complete at once (``Upload-Length: 0``, or the whole body)
+    also ``Content-Location``, as below.
 ``HEAD {prefix}/.uploads/<id>``
     ``Upload-Offset``, ``Upload-Length`` (or ``Upload-Defer-Length: 1``), ``Upload-Metadata``,
     ``Upload-Expires``; ``Cache-Control: no-store``.
@@ -14,9 +15,9 @@ r"""Resumable uploads over tus 1.0.0: :class:`TusHandler`, mounted by ``make_app
     appends ``application/offset+octet-stream`` at ``Upload-Offset`` (``Upload-Checksum``
     optional; ``Upload-Length`` sets a deferred length): 204 with the new ``Upload-Offset``.
     The PATCH that completes the upload makes it a file under its name and answers with
-    ``Content-Location``: the file's URL (its JSON is ``GET`` of the listing, or of the file).
+    ``Content-Location``: the file's URL (its JSON is in the listing of its folder).
 ``DELETE {prefix}/.uploads/<id>``
-    termination: 204, nothing of the upload left.
+    termination: 204, nothing of the upload left (423 while a PATCH appends).
 ``OPTIONS``
     ``Tus-Version``, ``Tus-Extension``, ``Tus-Max-Size``, ``Tus-Checksum-Algorithm`` (and the
     CORS preflight answer). A ``POST`` with ``X-HTTP-Method-Override: PATCH|DELETE`` is that
