@@ -65,6 +65,26 @@ def test_tuspy_resumes_through_two_cuts(serve: Callable[..., LiveServer], backen
     assert ranged.content == data[start : start + 100_000]
 
 
+def test_tuspy_resumes_with_a_new_uploader_from_the_stored_url(
+    serve: Callable[..., LiveServer], backend: str
+) -> None:
+    """An app that stopped (stop_at) and started again: a new uploader from the upload URL
+    asks the server where to go on (HEAD) and finishes; sha1 checksums on every PATCH."""
+    server = serve(acl=AnyOf(AllowReads(), BearerToken("secret")))
+    data = os.urandom(3 * 1024 * 1024 + 5)
+    client = TusClient(server.url("/fs/.uploads/"), headers={"Authorization": "Bearer secret"})
+    options = {"chunk_size": 1024 * 1024, "upload_checksum": True}
+    first = client.uploader(
+        file_stream=io.BytesIO(data), metadata={"filename": "again.bin"}, **options
+    )
+    first.upload(stop_at=2 * 1024 * 1024)
+    assert first.offset == 2 * 1024 * 1024
+    again = client.uploader(file_stream=io.BytesIO(data), url=first.url, **options)
+    assert again.offset == 2 * 1024 * 1024  # from the server's HEAD
+    again.upload()
+    assert requests.get(server.url("/fs/again.bin"), timeout=30).content == data
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize(("backend", "size_mib"), [("local", 1024)], indirect=["backend"])
 def test_a_1_gib_upload_in_8_mib_patches_keeps_memory_bounded(
