@@ -9,6 +9,8 @@ import io
 import os
 import time
 from collections.abc import Callable, Iterator
+from email.utils import parsedate_to_datetime
+from pathlib import Path
 
 import pytest
 import requests
@@ -18,9 +20,11 @@ from gridserve.acl import AllowReads, AnyOf, BearerToken
 from tests.conftest import report_figure
 from tests.cutproxy import CuttingProxy
 from tests.livehttp import LiveServer
+from tests.test_daemon import Daemon
 from tests.test_upload_memory import MIB, peak_rss, reset_peak
+from tests.test_workers import daemons, workers
 
-__all__ = ["backend"]
+__all__ = ["backend", "daemons"]
 from tests.tuslive import backend, stored
 
 SIZE = 64 * 1024 * 1024
@@ -130,3 +134,47 @@ def test_a_1_gib_upload_in_8_mib_patches_keeps_memory_bounded(
         f" ({size_mib / elapsed:.0f} MiB/s)"
     )
     assert growth < 24 * MIB
+
+
+def test_the_daemons_workers_resume_each_others_uploads(
+    tmp_path: Path,
+    daemons: list[Daemon],
+) -> None:
+    """``gridserve serve --processes 2``: each PATCH on a new connection lands on either
+    worker, and the upload still goes on from where the other stopped (state on disk, not
+    in a process); ``--upload-expiry`` is what HEAD announces."""
+    (tmp_path / "store").mkdir()
+    daemon = Daemon(
+        "--storage", str(tmp_path / "store"), "--processes", "2",
+        "--upload-token", "secret", "--upload-expiry", "30m",
+    )  # fmt: skip
+    daemons.append(daemon)
+    workers(daemon, 2)
+    auth = {"Authorization": "Bearer secret", "Tus-Resumable": "1.0.0"}
+    data = os.urandom(16 * 65536)
+    created = requests.post(
+        daemon.url("/fs/.uploads/"),
+        headers={**auth, "Upload-Length": str(len(data)), "Upload-Metadata": "filename d2suYmlu"},
+        timeout=10,
+    )
+    assert created.status_code == 201, created.text
+    url = daemon.url(created.headers["Location"])
+    for offset in range(0, len(data), 65536):
+        state = requests.head(url, headers=auth, timeout=10)  # a new connection each time
+        assert state.headers["Upload-Offset"] == str(offset)
+        expires = parsedate_to_datetime(state.headers["Upload-Expires"]).timestamp()
+        assert 29 * 60 < expires - time.time() <= 30 * 60 + 1
+        answer = requests.patch(
+            url,
+            headers={
+                **auth,
+                "Upload-Offset": str(offset),
+                "Content-Type": "application/offset+octet-stream",
+            },
+            data=data[offset : offset + 65536],
+            timeout=10,
+        )
+        assert answer.status_code == 204, answer.text
+    assert requests.get(daemon.url("/fs/wk.bin"), timeout=10).content == data
+    code, stderr = daemon.stop()
+    assert code == 0, stderr
