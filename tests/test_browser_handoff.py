@@ -206,7 +206,11 @@ def test_chromium_plays_and_seeks_through_nginx_accel_redirect(
                 if a.started >= seek_time and len(data) // 2 < (range_start(a.range) or 0)
             ]
             assert handed and all(a.accel == f"/_files/{NAME}" for a in handed), recorder.answers
-            assert all(a.accel for a in recorder.of(f"/fs/{NAME}") if a.method == "GET")
+            # Every GET answered was handed off; a loaded machine may see Chrome give up on a
+            # request before gridserve answers it (499: nothing was sent, nothing to hand off).
+            gets = [a for a in recorder.of(f"/fs/{NAME}") if a.method == "GET"]
+            assert all(a.accel for a in gets if a.status != 499), recorder.answers
+            assert all(a.status in (200, 206, 499) for a in gets), recorder.answers
             sent = sum(row.sent for row in nginx_log(nginx) if row.uri == f"/_files/{NAME}")
             assert sent < len(data) * 0.6  # the seek skipped the middle of the file
     finally:
