@@ -2,7 +2,10 @@
 (``/favicon.ico`` redirects to ``/_ui/favicon.svg``, so browsers log no 404).
 
 The page itself is plain HTML, CSS and JavaScript in ``gridserve/ui`` (no build step). It talks
-to the files API only: the listing, the files, and uploads when they are allowed.
+to the files API only: the listing, the files, and uploads when they are allowed, which go
+through the tus endpoint (``{prefix}/.uploads/``) with tus-js-client. That client's browser
+bundle is vendored in ``gridserve/ui/vendor/tus-js-client`` with its licences (by
+``scripts/vendor-tus-js-client``) and served from here, never from a CDN.
 """
 
 from __future__ import annotations
@@ -85,6 +88,10 @@ def ui_routes(
     return [
         (r"/", PageHandler, {"media_origin": media_origin}),
         (r"/_ui/config\.json", ConfigHandler, {"prefix": prefix, "uploads": uploads}),
-        (r"/_ui/(app\.js|style\.css|favicon\.svg)", AssetHandler, {"path": str(UI_DIR)}),
+        (
+            r"/_ui/(app\.js|style\.css|favicon\.svg|vendor/tus-js-client/(?:tus\.min\.js|LICENSE|NOTICE))",
+            AssetHandler,
+            {"path": str(UI_DIR)},
+        ),
         (r"/favicon\.ico", tornado.web.RedirectHandler, {"url": "/_ui/favicon.svg"}),
     ]
