@@ -1,4 +1,4 @@
-// gridserve's page: list files (filter, paging), play or show them, upload with progress.
+// gridserve's page: list files (filter, paging), play or show them, upload resumably (tus).
 "use strict";
 (() => {
   const $ = (id) => document.getElementById(id);
@@ -225,34 +225,145 @@
     return token ? { Authorization: `Bearer ${token}` } : {};
   }
 
+  // Uploads go through tus (the server's {prefix}/.uploads/ endpoint) with tus-js-client, one
+  // file after the other, in PATCHes of CHUNK bytes: each is stored before the next is sent.
+  // A dropped connection or a restarting server is retried (RETRY_DELAYS) from the offset the
+  // server has; Pause stops sending and Resume goes on from there. An upload cut off by closing
+  // or reloading the page resumes when the same file is chosen again for the same name: its
+  // address is kept in localStorage under tus-js-client's fingerprint of the file until it
+  // finishes.
+  const CHUNK = 8 * 1024 * 1024;
+  const RETRY_DELAYS = [0, 1000, 2000, 4000, 8000, 15000, 30000, 60000];
+  const batch = { current: null, queue: [], done: 0, total: 0, last: null };
+  const uploadStatus = (text) => { $("upload-status").textContent = text; };
+  const pausable = (paused) => {
+    $("upload-pause").hidden = paused === null || paused;
+    $("upload-resume").hidden = paused === null || !paused;
+  };
+  const uploadEndpoint = () => `${state.config.prefix}/.uploads/`;
+
   function upload(event) {
     event.preventDefault();
-    const form = new FormData();
-    for (const file of $("upload-files").files) form.append("file", file, file.name);
-    const request = new XMLHttpRequest();
-    request.open("POST", `${state.config.prefix}/${state.prefix && state.prefix.endsWith("/") ? state.prefix : ""}`);
-    for (const [name, value] of Object.entries(authHeaders())) request.setRequestHeader(name, value);
+    if (batch.current) return;  // one batch at a time: Pause/Resume act on it
+    if (typeof tus === "undefined" || !tus.isSupported) {
+      uploadStatus("Upload failed: this browser cannot send files in parts (tus).");
+      return;
+    }
+    const dir = state.prefix && state.prefix.endsWith("/") ? state.prefix : "";
+    const files = [...$("upload-files").files];
+    batch.queue = files.map((file) => ({ file, name: dir + file.name }));
+    batch.total = files.reduce((n, file) => n + file.size, 0);
+    batch.done = 0;
+    batch.last = null;
+    $("upload-link").hidden = true;
     const progress = $("upload-progress");
     progress.hidden = false;
     progress.value = 0;
-    request.upload.addEventListener("progress", (e) => {
-      if (e.lengthComputable) progress.value = (100 * e.loaded) / e.total;
+    nextUpload().catch(failed);
+  }
+
+  function showProgress(sent) {
+    $("upload-progress").value = batch.total ? (100 * (batch.done + sent)) / batch.total : 100;
+  }
+
+  async function nextUpload() {
+    const item = batch.queue.shift();
+    if (!item) { finishBatch(); return; }
+    const { file, name } = item;
+    const endpoint = uploadEndpoint();
+    const upload = new tus.Upload(file, {
+      endpoint,
+      metadata: { filename: name, filetype: file.type || "application/octet-stream" },
+      chunkSize: CHUNK,
+      retryDelays: RETRY_DELAYS,
+      storeFingerprintForResuming: true,
+      removeFingerprintOnSuccess: true,
+      // The target name is part of the fingerprint: the same file chosen for another folder is
+      // another upload.
+      fingerprint: (f) => Promise.resolve(
+        ["gridserve", location.origin + endpoint, name, f.type, f.size, f.lastModified].join("|")),
+      // The token as it is now, on every request (it may be typed in after a refusal).
+      onBeforeRequest: (request) => {
+        for (const [header, value] of Object.entries(authHeaders())) request.setHeader(header, value);
+      },
+      onProgress: (sent) => showProgress(sent),
+      onSuccess: (payload) => uploaded(item, payload),
+      onError: failed,
     });
-    request.addEventListener("load", () => {
-      progress.hidden = true;
-      if (request.status === 201) {
-        $("upload-status").textContent = "Uploaded.";
-        $("upload-files").value = "";  // the token stays for the next upload
-        list(false);
-      } else {
-        $("upload-status").textContent = `Upload refused: ${request.status} ${request.statusText}`;
-      }
-    });
-    request.addEventListener("error", () => {
-      progress.hidden = true;
-      $("upload-status").textContent = "Upload failed: the connection was lost.";
-    });
-    request.send(form);
+    batch.current = upload;
+    const previous = await upload.findPreviousUploads();
+    if (previous.length) {
+      previous.sort((a, b) => Date.parse(b.creationTime) - Date.parse(a.creationTime));
+      upload.resumeFromPreviousUpload(previous[0]);
+      uploadStatus(`Resuming ${name}\u2026`);
+    } else {
+      uploadStatus(`Uploading ${name}\u2026`);
+    }
+    pausable(false);
+    upload.start();
+  }
+
+  function uploaded(item, payload) {
+    batch.done += item.file.size;
+    batch.last = { name: item.name, url: `${state.config.prefix}/${namePath(item.name)}` };
+    // The server may answer the last PATCH with the stored file's JSON: its URL is the file's.
+    try {
+      const body = payload && payload.lastResponse && payload.lastResponse.getBody();
+      const file = body ? JSON.parse(body) : null;
+      if (file && typeof file.url === "string") batch.last.url = file.url;
+    } catch (_) { /* a 204 without a body: the name's URL */ }
+    batch.current = null;
+    nextUpload().catch(failed);
+  }
+
+  function finishBatch() {
+    batch.current = null;
+    pausable(null);
+    $("upload-progress").hidden = true;
+    uploadStatus("Uploaded.");
+    if (batch.last) {
+      const link = $("upload-link");
+      link.href = batch.last.url;
+      link.textContent = batch.last.name;
+      link.hidden = false;
+    }
+    $("upload-files").value = "";  // the token stays for the next upload
+    list(false);
+  }
+
+  function failed(error) {
+    const response = error && error.originalResponse;
+    const status = response ? response.getStatus() : 0;
+    if (status >= 400 && status < 500 && status !== 409 && status !== 423) {
+      // Refused (token, size, type): sending it again would be refused again.
+      batch.current = null;
+      batch.queue = [];
+      pausable(null);
+      $("upload-progress").hidden = true;
+      let reason = "";
+      try { reason = JSON.parse(response.getBody()).error || ""; } catch (_) { reason = ""; }
+      uploadStatus(`Upload refused: ${status}${reason ? ` ${reason}` : ""}`);
+      return;
+    }
+    // The server stayed unreachable through every retry: Resume tries again from its offset.
+    pausable(batch.current ? true : null);
+    uploadStatus(batch.current
+      ? "Upload paused: the server cannot be reached. Resume goes on from where it stopped."
+      : `Upload failed: ${error}`);
+  }
+
+  function pauseUpload() {
+    if (!batch.current) return;
+    batch.current.abort();  // stops sending; the server keeps what it has
+    pausable(true);
+    uploadStatus("Paused.");
+  }
+
+  function resumeUpload() {
+    if (!batch.current) return;
+    pausable(false);
+    uploadStatus("Uploading\u2026");
+    batch.current.start();
   }
 
   async function start() {
@@ -283,6 +394,8 @@
       $("viewer-body").replaceChildren();
     });
     $("upload-form").addEventListener("submit", upload);
+    $("upload-pause").addEventListener("click", pauseUpload);
+    $("upload-resume").addEventListener("click", resumeUpload);
     await list(false);
     document.body.dataset.ready = "true";
   }
