@@ -233,7 +233,9 @@
   // address is kept in localStorage under tus-js-client's fingerprint of the file until it
   // finishes.
   const CHUNK = 8 * 1024 * 1024;
-  const RETRY_DELAYS = [0, 1000, 2000, 4000, 8000, 15000, 30000, 60000];
+  // About 4 minutes of retries: long enough for a server to restart and for the lease a
+  // crashed server held on the upload to run out (GridFS: 60 s).
+  const RETRY_DELAYS = [0, 1000, 2000, 4000, 8000, 15000, 30000, 30000, 60000, 60000];
   const batch = { current: null, queue: [], done: 0, total: 0, last: null };
   const uploadStatus = (text) => { $("upload-status").textContent = text; };
   const pausable = (paused) => {
@@ -306,12 +308,10 @@
   function uploaded(item, payload) {
     batch.done += item.file.size;
     batch.last = { name: item.name, url: `${state.config.prefix}/${namePath(item.name)}` };
-    // The server may answer the last PATCH with the stored file's JSON: its URL is the file's.
-    try {
-      const body = payload && payload.lastResponse && payload.lastResponse.getBody();
-      const file = body ? JSON.parse(body) : null;
-      if (file && typeof file.url === "string") batch.last.url = file.url;
-    } catch (_) { /* a 204 without a body: the name's URL */ }
+    // The PATCH that completes the upload names the stored file's URL.
+    const last = payload && payload.lastResponse;
+    const stored = last && last.getHeader("Content-Location");
+    if (stored) batch.last.url = stored;
     batch.current = null;
     nextUpload().catch(failed);
   }
@@ -340,9 +340,8 @@
       batch.queue = [];
       pausable(null);
       $("upload-progress").hidden = true;
-      let reason = "";
-      try { reason = JSON.parse(response.getBody()).error || ""; } catch (_) { reason = ""; }
-      uploadStatus(`Upload refused: ${status}${reason ? ` ${reason}` : ""}`);
+      const reason = (response.getBody() || "").split("\n")[0].slice(0, 200);
+      uploadStatus(`Upload refused: ${reason.startsWith(String(status)) ? reason : `${status} ${reason}`}`);
       return;
     }
     // The server stayed unreachable through every retry: Resume tries again from its offset.
