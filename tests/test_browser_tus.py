@@ -284,17 +284,26 @@ def server_offset(url: str) -> int:
 
 
 def settled_offset(url: str) -> int:
-    """The server's offset once the PATCH that Pause cut off is stored (the server keeps the
-    bytes that arrived before the cut, after answering a HEAD that came first)."""
-    deadline = time.monotonic() + 15
-    offset = server_offset(url)
+    """The server's offset once the PATCH that Pause cut off is stored: the server answers
+    that PATCH (499) at once and goes on storing what arrived before the cut. An empty PATCH
+    at the offset HEAD gives is 423 while that runs, 409 if it moved meanwhile, 204 after."""
+    deadline = time.monotonic() + 30
+    headers = {
+        "Tus-Resumable": "1.0.0",
+        "Authorization": f"Bearer {TOKEN}",
+        "Content-Type": "application/offset+octet-stream",
+    }
     while True:
-        time.sleep(0.3)
-        now = server_offset(url)
-        if now == offset:
-            return now
-        assert time.monotonic() < deadline, "the offset keeps moving after Pause"
-        offset = now
+        offset = server_offset(url)
+        probe = requests.patch(
+            url, data=b"", headers={**headers, "Upload-Offset": str(offset)}, timeout=10
+        )
+        if probe.status_code == 204:
+            assert int(probe.headers["Upload-Offset"]) == offset
+            return offset
+        assert probe.status_code in (409, 423), probe
+        assert time.monotonic() < deadline, "the cut PATCH is never stored"
+        time.sleep(0.2)
 
 
 def stored_upload_url(page: Any) -> str:  # noqa: F811
@@ -322,13 +331,18 @@ def test_pause_resume_and_resuming_after_a_reload(
     cap_upload_rate(page, 4 * MIB)
     start_upload(page, source)
     wait_for_progress(page, 10)
+    submit = page.locator("#upload-form button[type=submit]")
+    assert submit.is_disabled()  # one upload at a time
     page.click("#upload-pause")
     assert page.locator("#upload-resume").is_visible()
     assert not page.locator("#upload-pause").is_visible()
+    assert submit.is_enabled()
     url = server.url(stored_upload_url(page))
     paused = settled_offset(url)
     page.wait_for_timeout(1000)  # room for bytes sent after Pause to show (none may)
     assert server_offset(url) == paused < size
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "page-tus-paused.png"))
     page.click("#upload-resume")
     wait_for_progress(page, 60)
     page.click("#upload-pause")

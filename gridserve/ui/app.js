@@ -236,17 +236,21 @@
   // About 4 minutes of retries: long enough for a server to restart and for the lease a
   // crashed server held on the upload to run out (GridFS: 60 s).
   const RETRY_DELAYS = [0, 1000, 2000, 4000, 8000, 15000, 30000, 30000, 60000, 60000];
-  const batch = { current: null, queue: [], done: 0, total: 0, last: null };
+  const batch = { current: null, queue: [], done: 0, total: 0, last: null, paused: null };
   const uploadStatus = (text) => { $("upload-status").textContent = text; };
+  // paused: null (no upload), false (sending) or true. Upload is disabled while one is sending;
+  // a new batch chosen while one is paused leaves that one (choosing its file again resumes it).
   const pausable = (paused) => {
+    batch.paused = paused;
     $("upload-pause").hidden = paused === null || paused;
     $("upload-resume").hidden = paused === null || !paused;
+    document.querySelector("#upload-form button[type=submit]").disabled = paused === false;
   };
   const uploadEndpoint = () => `${state.config.prefix}/.uploads/`;
 
   function upload(event) {
     event.preventDefault();
-    if (batch.current) return;  // one batch at a time: Pause/Resume act on it
+    if (batch.current && batch.paused === false) return;  // one batch at a time
     if (typeof tus === "undefined" || !tus.isSupported) {
       uploadStatus("Upload failed: this browser cannot send files in parts (tus).");
       return;
@@ -258,6 +262,8 @@
     batch.done = 0;
     batch.last = null;
     $("upload-link").hidden = true;
+    batch.current = null;
+    pausable(false);
     const progress = $("upload-progress");
     progress.hidden = false;
     progress.value = 0;
