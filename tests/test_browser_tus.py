@@ -39,6 +39,7 @@ import requests
 
 import gridserve
 from gridserve.acl import default_acl
+from gridserve.uploads import UploadPolicy
 from tests.conftest import report_figure
 from tests.dbserver import free_port
 from tests.livehttp import LiveServer
@@ -505,3 +506,36 @@ def upload_through_the_folder_filter(
     page.click("#upload-form button[type=submit]")
     wait_until_uploaded(page)
     return server, traffic
+
+
+def test_a_refusal_is_final_and_says_why(
+    page: Any,  # noqa: F811
+    serve: Callable[..., LiveServer],
+    tmp_path: Path,
+) -> None:
+    """A name that exists (``on_conflict="reject"``) is refused at creation with 409: the page
+    says so at once, without retrying it for minutes as a PATCH's 409 would be."""
+    source = tmp_path / "notes.txt"
+    source.write_bytes(b"once\n")
+    server = serve(
+        ui=True,
+        ui_uploads=True,
+        acl=default_acl(upload_token=TOKEN),
+        upload_policy=UploadPolicy(on_conflict="reject"),
+    )
+    traffic = TusTraffic()
+    traffic.watch(page)
+    open_page(page, server.url("/"))
+    start_upload(page, source)
+    wait_until_uploaded(page)
+    page.set_input_files("#upload-files", str(source))
+    page.click("#upload-form button[type=submit]")
+    page.wait_for_function(
+        "() => document.getElementById('upload-status').textContent.startsWith('Upload refused')",
+        timeout=5000,
+    )
+    assert page.locator("#upload-status").text_content().startswith("Upload refused: 409")
+    assert [r.status for r in traffic.of("POST")] == [201, 409]
+    assert page.locator("#upload-form button[type=submit]").is_enabled()
+    assert not page.locator("#upload-resume").is_visible()
+    assert requests.get(server.url("/fs/notes.txt"), timeout=10).content == b"once\n"

@@ -294,6 +294,7 @@
       onBeforeRequest: (request) => {
         for (const [header, value] of Object.entries(authHeaders())) request.setHeader(header, value);
       },
+      onShouldRetry: (error) => !refused(error),
       onProgress: (sent) => showProgress(sent),
       onSuccess: (payload) => uploaded(item, payload),
       onError: failed,
@@ -337,11 +338,21 @@
     list(false);
   }
 
+  // A 4xx is final (token, size, type, a name that exists: sending again is refused again),
+  // except 423 (another request holds the upload) and a PATCH's 409 (the offset moved: HEAD
+  // says where). Everything else (no answer, 5xx) is retried.
+  function refused(error) {
+    const response = error && error.originalResponse;
+    const status = response ? response.getStatus() : 0;
+    const method = error && error.originalRequest ? error.originalRequest.getMethod() : "";
+    if (status === 423 || (status === 409 && method !== "POST")) return false;
+    return status >= 400 && status < 500;
+  }
+
   function failed(error) {
     const response = error && error.originalResponse;
     const status = response ? response.getStatus() : 0;
-    if (status >= 400 && status < 500 && status !== 409 && status !== 423) {
-      // Refused (token, size, type): sending it again would be refused again.
+    if (refused(error)) {
       batch.current = null;
       batch.queue = [];
       pausable(null);
