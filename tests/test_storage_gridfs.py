@@ -165,3 +165,66 @@ async def test_uploads_insert_their_chunks_in_batches(watched: tuple[Any, Comman
     inserts = [len(c["documents"]) for c in log.commands if c.get("insert") == "fs.chunks"]
     assert inserts == [4, 4, 2]
     assert await read_all(storage, info) == data
+
+
+# -- read_buffers: what the handler sends, one database reply at a time ------------------------
+
+
+async def buffers(
+    storage: GridFSStorage, info: Any, start: int, stop: int | None, pause: float = 0.0
+) -> list[list[bytes]]:
+    """Every list ``read_buffers`` yields (as bytes), the consumer taking ``pause`` s each."""
+    found: list[list[bytes]] = []
+    async for pieces_of_reply in storage.read_buffers(info, start, stop):
+        found.append([bytes(piece) for piece in pieces_of_reply])
+        await asyncio.sleep(pause)
+    return found
+
+
+async def test_read_buffers_grow_while_the_consumer_keeps_up(
+    watched: tuple[Any, CommandLog],
+) -> None:
+    """A consumer back at once gets replies of 2, 4, 8 chunks... up to ``max_reply``, each one
+    query for exactly its chunks; one that takes its time gets ``read_ahead`` each time (what
+    a slow or stalled client makes the server hold); the bytes are those of ``read``."""
+    db, log = watched
+    storage = GridFSStorage(db, chunk_size=1000, read_ahead=2000, max_reply=8000)
+    data = os.urandom(30_500)
+    info = await storage.save("a.bin", pieces(data))
+    log.commands.clear()
+    fast = await buffers(storage, info, 500, None)
+    assert [len(reply) for reply in fast] == [2, 4, 8, 8, 8, 1]
+    assert b"".join(b"".join(reply) for reply in fast) == data[500:]
+    assert [f["n"] for f in log.finds("fs.chunks")] == [
+        {"$gte": 0, "$lte": 1},
+        {"$gte": 2, "$lte": 5},
+        {"$gte": 6, "$lte": 13},
+        {"$gte": 14, "$lte": 21},
+        {"$gte": 22, "$lte": 29},
+        {"$gte": 30, "$lte": 30},
+    ]
+    slow = await buffers(storage, info, 0, 9000, pause=0.1)
+    assert [len(reply) for reply in slow] == [2, 2, 2, 2, 1]
+    assert b"".join(b"".join(reply) for reply in slow) == data[:9000]
+    assert await read_all(storage, info, 500, None) == data[500:]
+
+
+async def test_read_buffers_send_what_precedes_a_bad_chunk_then_raise(
+    watched: tuple[Any, CommandLog],
+) -> None:
+    db, _ = watched
+    storage = GridFSStorage(db, chunk_size=1000, read_ahead=4000)
+    data = os.urandom(6000)
+    info = await storage.save("a.bin", pieces(data))
+    await db["fs.chunks"].update_one({"files_id": info.id, "n": 2}, {"$set": {"data": b"x"}})
+    got: list[bytes] = []
+    with pytest.raises(CorruptFile, match="chunk 2 has 1 bytes"):
+        async for pieces_of_reply in storage.read_buffers(info, 0, None):
+            got += [bytes(piece) for piece in pieces_of_reply]
+    assert b"".join(got) == data[:2000]
+    await db["fs.chunks"].delete_one({"files_id": info.id, "n": 2})
+    got = []
+    with pytest.raises(CorruptFile, match="chunk 2 is missing"):
+        async for pieces_of_reply in storage.read_buffers(info, 500, None):
+            got += [bytes(piece) for piece in pieces_of_reply]
+    assert b"".join(got) == data[500:2000]

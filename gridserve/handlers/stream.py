@@ -478,15 +478,15 @@ class GridFSHandler(StorageRequestHandler, tornado.web.StaticFileHandler):
                 if byte_range.size <= 0:
                     continue
                 async with aclosing(
-                    self.storage.read(info, byte_range.start, byte_range.end + 1)
-                ) as chunks:
-                    async for chunk in chunks:
+                    self.storage.read_buffers(info, byte_range.start, byte_range.end + 1)
+                ) as replies:
+                    async for pieces in replies:
+                        size = sum(map(len, pieces))
                         if metrics is not None:
-                            count_read(len(chunk))
-                        self.write(chunk)
-                        sent += len(chunk)
-                        await self._timed_flush()
-                        unyielded += len(chunk)
+                            count_read(size)
+                        await self._send_pieces(pieces)
+                        sent += size
+                        unyielded += size
                         if unyielded >= YIELD_EVERY:
                             # A fast client never makes flush() wait: let others run too.
                             unyielded = 0
@@ -519,6 +519,31 @@ class GridFSHandler(StorageRequestHandler, tornado.web.StaticFileHandler):
             if metrics is not None:
                 metrics.streams_in_flight.dec()
                 metrics.sent_bytes.inc(sent)
+
+    async def _send_pieces(self, pieces: list[bytes | memoryview]) -> None:
+        """Writes ``pieces`` (bytes, or memoryviews of a storage's reply) and waits until the
+        socket took them (one flush for them all). Once the headers are out, pieces go to the
+        connection as they are: no copy, no join (``RequestHandler.write`` takes only bytes
+        and ``flush`` joins what was written). An application's output transforms (gzip) get
+        what ``write`` and ``flush`` give them."""
+        if not self._headers_written or self._transforms:
+            for piece in pieces:
+                self.write(piece if isinstance(piece, bytes) else bytes(piece))
+            await self._timed_flush()
+            return
+        if self._finished:
+            raise StreamClosedError()
+        connection = self.request.connection
+        assert connection is not None
+        done: Awaitable[None] | None = None
+        if self._write_buffer:
+            done = self.flush()  # what was written before (a multipart's framing), in order
+        for piece in pieces:
+            done = connection.write(piece)  # type: ignore[arg-type]
+        if done is not None:
+            self._flush_started = asyncio.get_running_loop().time()
+            await done
+            self._flush_started = None
 
     def _fail_before_body(self, exc: Exception) -> None:
         """Answers a storage error met before any byte of the response was sent."""

@@ -24,6 +24,13 @@ Override points of :class:`Storage`, what each receives and returns:
     (missing or short chunk, replaced content), :class:`StorageUnavailable` if the backend goes
     away. The consumer may stop early; it must then close the iterator (``aclosing``).
 
+``read_buffers(info, start=0, stop=None) -> AsyncGenerator[list[bytes | memoryview], None]``
+    The same bytes and errors as ``read``, a list of pieces at a time, each piece ``bytes`` or
+    a read-only ``memoryview`` of bytes (a slice of a database reply, never copied): what a
+    sender writes to its socket, one flush per list. Default: each piece of ``read`` as a list
+    of one. A backend overrides it when it can hand over what one fetch brought without
+    copying it (GridFS: the ``data`` of every chunk of one cursor reply).
+
 ``save(name, chunks, *, content_type=None, metadata=None, original=None) -> FileInfo``
     Stores a new file (a new revision when the name exists) from an async iterable of
     ``bytes``. Atomic: until it returns, no reader sees the file; if it raises, nothing is
@@ -307,6 +314,17 @@ class Storage(abc.ABC):
     def read(
         self, info: FileInfo, start: int = 0, stop: int | None = None
     ) -> AsyncGenerator[bytes, None]: ...
+
+    async def read_buffers(
+        self, info: FileInfo, start: int = 0, stop: int | None = None
+    ) -> AsyncGenerator[builtins.list[bytes | memoryview], None]:
+        """What :meth:`read` yields, several pieces at a time (see the module docstring)."""
+        chunks = self.read(info, start, stop)
+        try:
+            async for chunk in chunks:
+                yield [chunk]
+        finally:
+            await chunks.aclose()
 
     @abc.abstractmethod
     async def save(

@@ -58,11 +58,28 @@ from gridserve.storage.readahead import read_ahead
 from gridserve.storage.writes import Cleanups, settle
 
 DEFAULT_READ_AHEAD = 512 * 1024  # per stream: bounds what a slow client makes us hold
+DEFAULT_MAX_REPLY = 2 * 1024 * 1024  # what a fast client's replies grow to (read_buffers)
+FAST_CONSUMER_SECONDS = 0.02  # a consumer back for more within this keeps up: replies grow
 DEFAULT_FILE_CACHE_SECONDS = 5.0
 DEFAULT_INSERT_BATCH = 2 * 1024 * 1024  # per upload: chunks held for one insert_many
 ORPHAN_RETRY_SECONDS = 600.0
 CLOSE_DRAIN_SECONDS = 10.0
 log = logging.getLogger("gridserve.storage")
+
+
+class _Pace:
+    """Chunks per reply for one stream: ``low`` at first, doubling up to ``high`` while the
+    consumer keeps up (back within ``FAST_CONSUMER_SECONDS``), ``low`` again when it does not."""
+
+    __slots__ = ("count", "high", "low")
+
+    def __init__(self, bounds: tuple[int, int]) -> None:
+        self.low, self.high = bounds
+        self.count = self.low
+
+    def consumed(self, seconds: float) -> None:
+        fast = seconds < FAST_CONSUMER_SECONDS
+        self.count = min(self.high, self.count * 2) if fast else self.low
 
 
 class GridFSStorage(GridFSResumableUploads, Storage):
@@ -91,6 +108,7 @@ class GridFSStorage(GridFSResumableUploads, Storage):
         bucket: str = "fs",
         *,
         read_ahead: int = DEFAULT_READ_AHEAD,
+        max_reply: int = DEFAULT_MAX_REPLY,
         chunk_size: int = DEFAULT_CHUNK_SIZE,
         owns_client: bool = False,
         file_cache_seconds: float = DEFAULT_FILE_CACHE_SECONDS,
@@ -105,6 +123,7 @@ class GridFSStorage(GridFSResumableUploads, Storage):
         # by an upload ({_id: "<file id>/<name>", files_id, name, source (ETag), data, type}).
         self.derived = database[f"{bucket}.derived"]
         self.read_ahead = read_ahead
+        self.max_reply = max(read_ahead, max_reply)
         self.chunk_size = chunk_size
         self._owns_client = owns_client
         self._indexes_ready = False
@@ -200,6 +219,69 @@ class GridFSStorage(GridFSResumableUploads, Storage):
     async def read(
         self, info: FileInfo, start: int = 0, stop: int | None = None
     ) -> AsyncGenerator[bytes, None]:
+        # A task iterates the cursor one chunk ahead of the consumer (measured: a deeper queue
+        # adds memory per stream, not throughput); a range one reply carries whole (a small
+        # file, a player's probe) has nothing to overlap and is read in the consumer's task.
+        pieces = self._pieces(info, start, stop)
+        source = pieces if self._one_reply(info, start, stop) else read_ahead(pieces, 1)
+        async with aclosing(source) as chunks:
+            async for piece in chunks:
+                yield piece
+
+    async def read_buffers(
+        self, info: FileInfo, start: int = 0, stop: int | None = None
+    ) -> AsyncGenerator[builtins.list[bytes | memoryview], None]:
+        """The chunks of the range one database reply at a time (one flush per reply for the
+        handler). A reply is fetched when the consumer asks for the next, in a task of its own
+        unless the range fits one reply (so a consumer that leaves never cancels a query): a
+        stream holds one reply, and its socket's send buffer, draining meanwhile, is what
+        overlaps the fetch with the send. Replies start at ``read_ahead`` bytes and double, up
+        to ``max_reply``, while the consumer comes back for the next within
+        ``FAST_CONSUMER_SECONDS`` (a client that keeps up: fewer, larger round trips); a
+        consumer that takes longer gets ``read_ahead`` again (a slow or stalled client holds
+        little)."""
+        if self._one_reply(info, start, stop):
+            replies = self._read_replies(info, start, stop, None)
+        else:
+            replies = self._read_replies(info, start, stop, 0, _Pace(self._per_reply(info)))
+        async with aclosing(replies) as pieces_of_replies:
+            async for pieces in pieces_of_replies:
+                yield pieces
+
+    def _per_reply(self, info: FileInfo) -> tuple[int, int]:
+        """Chunks per reply: at first, and at most when the consumer keeps up."""
+        size = max(1, info.chunk_size)
+        return max(1, self.read_ahead // size), max(1, self.max_reply // size)
+
+    def _one_reply(self, info: FileInfo, start: int, stop: int | None) -> bool:
+        """Whether one cursor reply carries the whole range."""
+        size = info.chunk_size
+        stop = info.length if stop is None else min(stop, info.length)
+        if size <= 0 or start >= stop:
+            return True
+        return (stop - 1) // size - start // size < max(1, self.read_ahead // size)
+
+    async def _pieces(
+        self, info: FileInfo, start: int, stop: int | None
+    ) -> AsyncGenerator[bytes, None]:
+        async with aclosing(self._read_replies(info, start, stop, None)) as replies:
+            async for pieces in replies:
+                for piece in pieces:
+                    yield piece  # type: ignore[misc]
+
+    async def _read_replies(
+        self,
+        info: FileInfo,
+        start: int,
+        stop: int | None,
+        depth: int | None,
+        pace: _Pace | None = None,
+    ) -> AsyncGenerator[builtins.list[bytes | memoryview], None]:
+        """The range's bytes, the chunks of one database reply at a time, each chunk checked
+        (its ``n`` in sequence, its length as ``info`` says). The replies are fetched in the
+        caller's task (``depth`` None) or through :func:`read_ahead` (``depth`` replies ahead,
+        0: on demand); one cursor for the range, or with ``pace``, one query per reply, sized
+        by how fast the consumer comes back."""
         length = info.length
         stop = length if stop is None else min(stop, length)
         if start >= stop:
@@ -207,37 +289,47 @@ class GridFSStorage(GridFSResumableUploads, Storage):
         size = info.chunk_size
         if size <= 0:
             raise CorruptFile(f"file {info.id}: chunkSize {size}")
-        last_n = math.ceil(length / size) - 1
         first, last = start // size, (stop - 1) // size
-        # One cursor over the range, on the files_id_1_n_1 index, for every range. (Fetching
-        # chunks read before by their _id, as a "chunk locator" did until the chunk cache came,
-        # spared FerretDB's SQLite backend a scan but cost MongoDB one query per chunk instead
-        # of one per range; chunks read again now come from the cache, not the database.)
         per_reply = max(1, self.read_ahead // size)
-        fetched = self._chunks_in_range(info, first, last, per_reply)
+        if pace is None:
+            batches = self._chunk_replies(info, first, last, per_reply)
+        else:
+            batches = self._paced_replies(info, first, last, pace)
+        source = batches if depth is None else read_ahead(batches, depth)
+        clock = asyncio.get_running_loop().time
+        last_n = math.ceil(length / size) - 1
         expected = first
         try:
-            # One chunk queued: enough to overlap the fetch with the send (measured: a
-            # deeper queue adds memory per stream, not throughput). A range that one reply
-            # carries whole (a small file, a player's probe) has nothing to overlap: it is
-            # read in the handler's own task, sparing a task and a queue per request.
-            if last - first < per_reply:
-                source: AsyncGenerator[tuple[Any, Any], None] = fetched
-            else:
-                source = read_ahead(fetched, 1)
-            async with aclosing(source) as chunks:
-                async for n, data in chunks:
-                    if n != expected or not isinstance(data, bytes):
-                        break  # chunk `expected` is missing: see below
-                    want = size if n < last_n else length - size * last_n
-                    if len(data) != want:
-                        raise CorruptFile(
-                            f"file {info.id}: chunk {n} has {len(data)} bytes, expected {want}"
-                        )
-                    lo = start - n * size if n == first else 0
-                    hi = stop - n * size if n == last else want
-                    yield data if lo == 0 and hi == want else data[lo:hi]
-                    expected += 1
+            async with aclosing(source) as replies:
+                async for chunks in replies:
+                    pieces: builtins.list[bytes | memoryview] = []
+                    complete = True
+                    short: CorruptFile | None = None
+                    for chunk in chunks:
+                        n, data = chunk.get("n"), chunk.get("data")
+                        if n != expected or not isinstance(data, bytes):
+                            complete = False  # chunk `expected` is missing: see below
+                            break
+                        want = size if n < last_n else length - size * last_n
+                        if len(data) != want:
+                            # The chunks before it go out first, as they would one by one.
+                            short = CorruptFile(
+                                f"file {info.id}: chunk {n} has {len(data)} bytes, expected {want}"
+                            )
+                            break
+                        lo = start - n * size if n == first else 0
+                        hi = stop - n * size if n == last else want
+                        pieces.append(data if lo == 0 and hi == want else data[lo:hi])
+                        expected += 1
+                    if pieces:
+                        taken = clock()
+                        yield pieces
+                        if pace is not None:
+                            pace.consumed(clock() - taken)
+                    if short is not None:
+                        raise short
+                    if not complete:
+                        break
         except PyMongoError as exc:
             raise StorageUnavailable(str(exc)) from exc
         if expected <= last:
@@ -246,12 +338,18 @@ class GridFSStorage(GridFSResumableUploads, Storage):
             await self._check_still_stored(info)
             raise CorruptFile(f"file {info.id}: chunk {expected} is missing")
 
-    async def _chunks_in_range(
+    async def _chunk_replies(
         self, info: FileInfo, first: int, last: int, per_reply: int
-    ) -> AsyncGenerator[tuple[Any, Any], None]:
-        """``(n, data)`` of chunks ``first..last`` by one cursor, ``per_reply`` chunks per
-        reply. The cursor's limit is the range's chunk count, so the server closes it with its
-        last reply (no ``killCursors`` round trip after a range read whole)."""
+    ) -> AsyncGenerator[builtins.list[Mapping[str, Any]], None]:
+        """The ``{n, data}`` documents of chunks ``first..last``, one cursor reply at a time
+        (``per_reply`` chunks), on the files_id_1_n_1 index. (Fetching chunks read before by
+        their _id, as a "chunk locator" did until the chunk cache came, spared FerretDB's
+        SQLite backend a scan but cost MongoDB one query per chunk instead of one per range;
+        chunks read again now come from the cache, not the database.) The cursor's limit is
+        the range's chunk count, so the server closes it with its last reply (no
+        ``killCursors`` round trip after a range read whole). (Raw batches, sliced without
+        decoding, were measured: PyMongo copies a raw reply three times on its way, against
+        once for a decoded ``data``, and cost four times the CPU per MiB.)"""
         cursor = self.chunks.find(
             {"files_id": info.id, "n": {"$gte": first, "$lte": last}},
             {"_id": 0, "n": 1, "data": 1},
@@ -260,10 +358,38 @@ class GridFSStorage(GridFSResumableUploads, Storage):
             limit=last - first + 1,
         )
         try:
-            async for chunk in cursor:
-                yield chunk.get("n"), chunk.get("data")
+            while True:
+                chunks = await cursor.to_list(per_reply)
+                if not chunks:
+                    return
+                yield chunks
         finally:
             await cursor.close()
+
+    async def _paced_replies(
+        self, info: FileInfo, first: int, last: int, pace: _Pace
+    ) -> AsyncGenerator[builtins.list[Mapping[str, Any]], None]:
+        """Chunks ``first..last``, one query per reply of ``pace.count`` chunks (a cursor's
+        batch size is fixed once it runs): the server answers each whole and closes it."""
+        n = first
+        while n <= last:
+            count = min(pace.count, last - n + 1)
+            cursor = self.chunks.find(
+                {"files_id": info.id, "n": {"$gte": n, "$lte": n + count - 1}},
+                {"_id": 0, "n": 1, "data": 1},
+                sort=[("n", ASCENDING)],
+                batch_size=count,
+                limit=count,
+            )
+            try:
+                chunks = await cursor.to_list(count)
+            finally:
+                await cursor.close()
+            if chunks:
+                yield chunks
+            if len(chunks) < count:
+                return  # a chunk is missing: the reader sees it
+            n += count
 
     async def _check_still_stored(self, info: FileInfo) -> None:
         """Raises FileNotFound if ``info``'s file document is gone (deleted after it was

@@ -4,7 +4,9 @@
 the consumer: while the handler waits for the client to take chunk *k*, the database is
 already answering for chunk *k + 1*. Memory stays bounded by ``depth`` items (plus the one the
 source is producing). Errors of the source reach the consumer in order, after the items before
-them.
+them. ``depth`` 0 fetches each item only when the consumer asks for it (no overlap beyond what
+the consumer's socket buffer holds; one item in memory), still in the pump's own task: a
+consumer cancelled mid-fetch never cancels the query.
 
 When the consumer stops early (the client went away, or a range ended), the source is closed
 once the fetch it is awaiting completes, in the background: a query is never cancelled halfway,
@@ -31,16 +33,24 @@ class _End:
 
 
 async def read_ahead(source: AsyncGenerator[T, None], depth: int) -> AsyncGenerator[T, None]:
-    """Yields what ``source`` yields, fetched up to ``depth`` (>= 1) items in advance."""
+    """Yields what ``source`` yields, fetched up to ``depth`` items in advance (0: on demand)."""
     queue: asyncio.Queue[T | _End] = asyncio.Queue(max(1, depth))
+    wanted = asyncio.Event() if depth <= 0 else None
     stop = False
 
     async def pump() -> None:
         try:
+            if wanted is not None:
+                await wanted.wait()
+                if stop:
+                    return
             async for item in source:
                 if stop:
                     return
                 await queue.put(item)
+                if wanted is not None:
+                    wanted.clear()
+                    await wanted.wait()
                 if stop:
                     return
         except Exception as exc:  # handed to the consumer, in order
@@ -55,6 +65,8 @@ async def read_ahead(source: AsyncGenerator[T, None], depth: int) -> AsyncGenera
     task = asyncio.ensure_future(pump())
     try:
         while True:
+            if wanted is not None:
+                wanted.set()
             item = await queue.get()
             if isinstance(item, _End):
                 if item.error is not None:
@@ -66,5 +78,7 @@ async def read_ahead(source: AsyncGenerator[T, None], depth: int) -> AsyncGenera
             stop = True
             while not queue.empty():  # unblocks a pump waiting to put
                 queue.get_nowait()
+            if wanted is not None:
+                wanted.set()  # unblocks a pump waiting to be asked
             _stopping.add(task)
             task.add_done_callback(_stopping.discard)
