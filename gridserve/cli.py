@@ -28,7 +28,7 @@ from typing import Any, BinaryIO
 import tornado.httpserver
 import tornado.netutil
 
-from gridserve import __version__, cli_fsck, cli_migrate, loops
+from gridserve import __version__, cli_fsck, cli_migrate, loops, tuning
 from gridserve.acl import ACL, default_acl, sign_path
 from gridserve.app import make_app
 from gridserve.cli_probe import add_probe_parser, cmd_probe, media_service, probe_stored
@@ -361,6 +361,7 @@ def serve(values: dict[str, Any], print_config: bool) -> int:
     except ValueError as exc:
         raise UsageError(str(exc)) from exc
     files = configure_logging(values)
+    tuning.tune_malloc()  # before the first large buffer (see gridserve.tuning)
     loop = values["loop"] or loops.default_loop()
     try:
         loops.check_loop(loop)
