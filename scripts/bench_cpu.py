@@ -64,15 +64,61 @@ TICKS = os.sysconf("SC_CLK_TCK")
 T = TypeVar("T")
 
 
-def contestant(uri: str, db_name: str, disk: Path, workdir: Path, name: str) -> Server:
+BASELINE = "gridserve (baseline)"
+
+
+def contestant(
+    uri: str, db_name: str, disk: Path, workdir: Path, name: str, baseline: Path | None = None
+) -> Server:
     """The server ``name`` of :data:`CONTESTANTS` (gridserve runs on its default event loop,
-    uvloop when installed, and again on asyncio's)."""
+    uvloop when installed, and again on asyncio's), or :data:`BASELINE`: gridserve from the
+    source tree ``baseline`` (another version, e.g. ``git archive main | tar -x -C DIR``),
+    run from that directory so its package is the one imported."""
+    if name == BASELINE:
+        assert baseline is not None
+        server = servers(uri, db_name, disk, workdir)["gridserve (GridFS)"]
+        server.name = name
+        server.command = ["sh", "-c", 'cd "$0" && exec "$@"', str(baseline), *server.command]
+        return server
     if name == "gridserve, --loop asyncio":
         server = servers(uri, db_name, disk, workdir)["gridserve (GridFS)"]
         server.name = name
         server.command = [*server.command, "--loop", "asyncio"]
         return server
     return servers(uri, db_name, disk, workdir)[name]
+
+
+def page_faults(pid: int) -> int:
+    """Minor page faults of process ``pid`` so far."""
+    return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[7])
+
+
+def stalled_readers_rss(server: Server, count: int = 50) -> float:
+    """MiB of resident memory the server grows by while ``count`` clients request the large
+    file and read nothing (a 4 KiB receive buffer each), per client."""
+    import socket
+
+    assert server.process is not None
+    status = Path(f"/proc/{server.process.pid}/status")
+
+    def rss() -> float:
+        line = next(x for x in status.read_text().splitlines() if x.startswith("VmRSS"))
+        return int(line.split()[1]) / 1024
+
+    time.sleep(1.5)  # past the idle trim after the warm-up
+    before = rss()
+    clients = []
+    for _ in range(count):
+        client = socket.socket()
+        client.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        client.connect(("127.0.0.1", server.port))
+        client.sendall(b"GET /fs/large.bin HTTP/1.1\r\nHost: bench\r\n\r\n")
+        clients.append(client)
+    time.sleep(4)
+    grown = rss() - before
+    for client in clients:
+        client.close()
+    return grown / count
 
 
 def process_cpu(pid: int) -> float:
@@ -186,7 +232,9 @@ async def driver_upload_floor(uri: str, db_name: str, data: bytes) -> float:
 # -- the run ----------------------------------------------------------------------------------
 
 
-def measure(uri: str, label: str, repeats: int, seconds: float) -> list[str]:
+def measure(
+    uri: str, label: str, repeats: int, seconds: float, baseline: Path | None = None
+) -> list[str]:
     workdir = Path(tempfile.mkdtemp(prefix="gridserve-bench-cpu-"))
     disk = workdir / "files"
     prefix = "cpu"
@@ -209,27 +257,42 @@ def measure(uri: str, label: str, repeats: int, seconds: float) -> list[str]:
             for _ in range(repeats)
         )
         lines.append(
-            f"{'':<26} {'MiB/s':>8} {'ms/MiB':>8} {'small/s':>8} {'ms/req':>8} {'up ms/MiB':>10}"
+            f"{'':<26} {'MiB/s':>8} {'ms/MiB':>8} {'flt/MiB':>8} {'stall MiB':>9} "
+            f"{'small/s':>8} {'ms/req':>8} {'up ms/MiB':>10}"
         )
         lines.append(
             f"{'driver alone (the floor)':<26} {statistics.median(floor_mbs):>8.0f} "
-            f"{statistics.median(floor_cpu):>8.2f} {'':>8} {small_floor:>8.2f} "
+            f"{statistics.median(floor_cpu):>8.2f} {'':>8} {'':>9} {'':>8} {small_floor:>8.2f} "
             f"{upload_floor:>10.2f}"
         )
         figures: dict[str, dict[str, float]] = {}
-        for name in CONTESTANTS:
+        names = [*CONTESTANTS[:1], *([BASELINE] if baseline else []), *CONTESTANTS[1:]]
+        for name in names:
             print(f"measuring {name} on {label} ...", flush=True)
             r = figures[name] = {}
-            with running(contestant(uri, f"{prefix}_large", disk, workdir, name)) as server:
+            with running(
+                contestant(uri, f"{prefix}_large", disk, workdir, name, baseline)
+            ) as server:
+                assert server.process is not None
                 url = server.url("/fs/large.bin")
                 count = max(2, round(seconds * 200 * MIB / FULL))  # about `seconds` at 200 MB/s
                 curl_downloads(url, 2)  # warm up
-                runs = [server_cpu(server, curl_downloads, url, count) for _ in range(repeats)]
+                runs = []
+                faults = []
+                for _ in range(repeats):
+                    before = page_faults(server.process.pid)
+                    runs.append(server_cpu(server, curl_downloads, url, count))
+                    moved = runs[-1][0][0] / MIB
+                    faults.append((page_faults(server.process.pid) - before) / moved)
                 r["mbs"] = statistics.median(size / MIB / wall for (size, wall), _ in runs)
                 r["cpu_mib"] = statistics.median(
                     cpu * 1000 / (size / MIB) for (size, _), cpu in runs
                 )
-            with running(contestant(uri, f"{prefix}_small", disk, workdir, name)) as server:
+                r["faults"] = statistics.median(faults)
+                r["stall"] = stalled_readers_rss(server)
+            with running(
+                contestant(uri, f"{prefix}_small", disk, workdir, name, baseline)
+            ) as server:
                 paths = [f"/fs/small/{i % SMALL_COUNT}.bin" for i in range(SERIAL_SMALL)]
                 serial_gets(server, paths[:SMALL_COUNT])
                 r["cpu_req"] = statistics.median(
@@ -243,7 +306,9 @@ def measure(uri: str, label: str, repeats: int, seconds: float) -> list[str]:
                     for _ in range(repeats)
                 )
             if name.startswith("gridserve"):
-                with running(contestant(uri, f"{prefix}_upload", disk, workdir, name)) as server:
+                with running(
+                    contestant(uri, f"{prefix}_upload", disk, workdir, name, baseline)
+                ) as server:
                     r["up_cpu"] = statistics.median(
                         server_cpu(server, put, server, "/fs/up.bin", upload)[1]
                         * 1000
@@ -251,8 +316,9 @@ def measure(uri: str, label: str, repeats: int, seconds: float) -> list[str]:
                         for _ in range(repeats)
                     )
             lines.append(
-                f"{name:<26} {r['mbs']:>8.0f} {r['cpu_mib']:>8.2f} {r['small_rps']:>8.0f} "
-                f"{r['cpu_req']:>8.2f} {fmt_opt(r.get('up_cpu')):>10}"
+                f"{name:<26} {r['mbs']:>8.0f} {r['cpu_mib']:>8.2f} {r['faults']:>8.0f} "
+                f"{r['stall']:>9.2f} {r['small_rps']:>8.0f} {r['cpu_req']:>8.2f} "
+                f"{fmt_opt(r.get('up_cpu')):>10}"
             )
         g = figures["gridserve (GridFS)"]
         peers = [figures[n] for n in PEERS]
@@ -271,6 +337,16 @@ def measure(uri: str, label: str, repeats: int, seconds: float) -> list[str]:
             f"- uploads: CPU per MiB gridserve/(driver + digests) "
             f"{g['up_cpu'] / upload_floor:.2f} (<= 1.2)",
         ]
+        if baseline:
+            b = figures[BASELINE]
+            lines.append(
+                "- against the baseline in this run: CPU per MiB "
+                f"{g['cpu_mib'] / b['cpu_mib']:.2f}, "
+                f"per small request {g['cpu_req'] / b['cpu_req']:.2f}, small req/s "
+                f"{g['small_rps'] / b['small_rps']:.2f}, upload CPU per MiB "
+                f"{g['up_cpu'] / b['up_cpu']:.2f}; baseline CPU per MiB / driver "
+                f"{b['cpu_mib'] / statistics.median(floor_cpu):.2f}"
+            )
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     return lines
@@ -294,11 +370,22 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--seconds", type=float, default=3)
+    parser.add_argument(
+        "--baseline",
+        type=Path,
+        help="also measure gridserve from this source tree (e.g. git archive main | tar -x)",
+    )
     args = parser.parse_args(argv)
     database = FastDatabase(bench_database_launcher())
     database.start()
     try:
-        lines = measure(database.uri, "mongo-java-server (in memory)", args.repeats, args.seconds)
+        lines = measure(
+            database.uri,
+            "mongo-java-server (in memory)",
+            args.repeats,
+            args.seconds,
+            args.baseline.resolve() if args.baseline else None,
+        )
     finally:
         database.cleanup()
     if os.environ.get("MONGODB_URI"):
