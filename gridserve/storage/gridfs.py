@@ -3,10 +3,13 @@
 Reads go straight to ``<bucket>.files`` and ``<bucket>.chunks`` rather than through
 ``AsyncGridOut``: one query for the file document, and for a byte range one cursor over exactly
 the chunks ``start // chunkSize .. (stop - 1) // chunkSize``, so a seek to 90% costs what a
-seek to 0 does (with the ``files_id_1_n_1`` index every driver creates). The cursor's batch
-size is the read-ahead (``read_ahead`` bytes per reply), and a task iterates it one chunk ahead
-of the handler, so the next reply is on its way while the client receives the last one (a range
-that one reply carries is read without that task: there is nothing to overlap).
+seek to 0 does (with the ``files_id_1_n_1`` index every driver creates). ``read`` iterates
+one cursor, ``read_ahead`` bytes per reply, in a task one chunk ahead of its consumer (the chunk
+cache, ``migrate``). ``read_buffers``, what the HTTP handler sends, hands over one reply at a
+time (one flush each), fetched when the handler asks for the next: replies grow from
+``read_ahead`` to ``max_reply`` while the client keeps up, one query each (a cursor's batch size
+is fixed once it runs). A range that one reply carries is read without a task: there is nothing
+to overlap.
 
 Writes follow the GridFS spec: chunks first, the file document last (so no reader sees a file
 before all its chunks exist), and on any failure the chunks written so far are deleted.
@@ -68,18 +71,24 @@ log = logging.getLogger("gridserve.storage")
 
 
 class _Pace:
-    """Chunks per reply for one stream: ``low`` at first, doubling up to ``high`` while the
-    consumer keeps up (back within ``FAST_CONSUMER_SECONDS``), ``low`` again when it does not."""
+    """Chunks per reply for one stream: ``low`` at first, doubling up to ``high`` once the
+    consumer has kept up twice in a row (back within ``FAST_CONSUMER_SECONDS``: the first reply
+    always is, the socket's buffer takes it whole), ``low`` again when it does not."""
 
-    __slots__ = ("count", "high", "low")
+    __slots__ = ("count", "high", "low", "streak")
 
     def __init__(self, bounds: tuple[int, int]) -> None:
         self.low, self.high = bounds
         self.count = self.low
+        self.streak = 0
 
     def consumed(self, seconds: float) -> None:
-        fast = seconds < FAST_CONSUMER_SECONDS
-        self.count = min(self.high, self.count * 2) if fast else self.low
+        if seconds >= FAST_CONSUMER_SECONDS:
+            self.count, self.streak = self.low, 0
+            return
+        self.streak += 1
+        if self.streak >= 2:
+            self.count = min(self.high, self.count * 2)
 
 
 class GridFSStorage(GridFSResumableUploads, Storage):
