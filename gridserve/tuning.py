@@ -53,4 +53,3 @@ def tune_malloc(environ: Mapping[str, str] = os.environ) -> bool:
         (M_TOP_PAD, TOP_PAD),
     )
     return all(mallopt(param, value) == 1 for param, value in settings)
-
