@@ -67,7 +67,8 @@ from bson import ObjectId
 from pymongo.errors import DuplicateKeyError, PyMongoError
 
 from gridserve.storage.base import Storage, StorageUnavailable
-from gridserve.storage.resumable import DelegatedUploads, UploadLocked, UploadNotFound
+from gridserve.storage.resumable import UploadLocked, UploadNotFound
+from gridserve.storage.wrapper import StorageWrapper
 
 log = logging.getLogger("gridserve.sweep")
 
@@ -153,8 +154,8 @@ async def sweep(
     from gridserve.storage.gridfs import GridFSStorage
     from gridserve.storage.local import LocalStorage
 
-    while isinstance(storage, DelegatedUploads):
-        storage = storage.upload_target  # a cache or a fallback chain: the storage it writes
+    while isinstance(storage, StorageWrapper):
+        storage = storage.inner  # a cache or a fallback chain: the storage it writes
     if isinstance(storage, GridFSStorage):
         return await _sweep_gridfs(
             storage, grace, repair, batch, lease_seconds, owner or _owner(), start, owner is None

@@ -35,22 +35,17 @@ range is still coming.
 from __future__ import annotations
 
 import asyncio
-import builtins
 from collections.abc import (
     AsyncGenerator,
-    AsyncIterable,
-    AsyncIterator,
     Callable,
     Hashable,
-    Mapping,
 )
 from contextlib import aclosing
 from dataclasses import dataclass
-from typing import Any
 
 from gridserve.cachepolicy import S3FIFO
-from gridserve.storage.base import CorruptFile, Derived, FileInfo, Storage, StorageUnavailable
-from gridserve.storage.resumable import DelegatedUploads
+from gridserve.storage.base import CorruptFile, FileInfo, Storage, StorageUnavailable
+from gridserve.storage.wrapper import StorageWrapper
 
 DEFAULT_CAPACITY = 256 * 1024 * 1024
 DEFAULT_FETCH_WINDOW = 4 * 1024 * 1024
@@ -83,14 +78,10 @@ class _Fetch:
         self.admit = True  # false once the file was deleted: deliver, but cache nothing
 
 
-class CachedStorage(DelegatedUploads, Storage):
+class CachedStorage(StorageWrapper):
     """``inner`` with a chunk cache of ``capacity`` bytes in front of its reads (see the module
     docstring); everything else goes to ``inner`` unchanged. ``on_storage_read(n)`` is called
     with the size of each piece read from ``inner`` (the metrics' storage read counter)."""
-
-    @property
-    def upload_target(self) -> Storage:
-        return self.inner
 
     def __init__(
         self,
@@ -100,7 +91,7 @@ class CachedStorage(DelegatedUploads, Storage):
         fetch_window: int = DEFAULT_FETCH_WINDOW,
         on_storage_read: Callable[[int], object] | None = None,
     ) -> None:
-        self.inner = inner
+        super().__init__(inner)
         self.capacity = capacity
         self.fetch_window = fetch_window
         self.on_storage_read = on_storage_read
@@ -118,69 +109,20 @@ class CachedStorage(DelegatedUploads, Storage):
             self._hits, self._misses, self._blocks.evictions, self._blocks.size, self._read_bytes
         )
 
-    # -- passed through --------------------------------------------------------------------
-
-    async def resolve(self, key: str, revision: int | None = None) -> FileInfo:
-        return await self.inner.resolve(key, revision)
-
-    async def save(
-        self,
-        name: str,
-        chunks: AsyncIterable[bytes],
-        *,
-        content_type: str | None = None,
-        metadata: Mapping[str, Any] | None = None,
-        original: FileInfo | None = None,
-    ) -> FileInfo:
-        return await self.inner.save(
-            name, chunks, content_type=content_type, metadata=metadata, original=original
-        )
-
-    @property
-    def keeps_revisions(self) -> bool:  # type: ignore[override]
-        return self.inner.keeps_revisions
-
-    async def revisions(self, name: str) -> builtins.list[FileInfo]:
-        return await self.inner.revisions(name)
-
-    def list(self, prefix: str = "", limit: int = 100, after: str = "") -> AsyncIterator[FileInfo]:
-        return self.inner.list(prefix, limit, after)
-
-    async def ping(self) -> None:
-        await self.inner.ping()
+    # -- what the cache changes; everything else is ``inner``'s (StorageWrapper) -----------
 
     async def delete(self, info: FileInfo) -> None:
         try:
-            await self.inner.delete(info)
+            await super().delete(info)
         finally:
             self.evict(info)
-
-    # -- derived data (media facts, posters): the wrapped storage's --------------------------
-
-    async def update_metadata(self, info: FileInfo, patch: Mapping[str, Any]) -> None:
-        await self.inner.update_metadata(info, patch)
-
-    async def media_of(self, info: FileInfo) -> Mapping[str, Any] | None:
-        return await self.inner.media_of(info)
-
-    async def put_derived(self, info: FileInfo, name: str, data: bytes, content_type: str) -> None:
-        await self.inner.put_derived(info, name, data, content_type)
-
-    async def get_derived(self, info: FileInfo, name: str) -> Derived | None:
-        return await self.inner.get_derived(info, name)
-
-    async def delete_derived(self, info: FileInfo) -> None:
-        await self.inner.delete_derived(info)
-
-    async def derived_names(self, info: FileInfo) -> builtins.list[str]:
-        return await self.inner.derived_names(info)
 
     async def close(self) -> None:
         for task in list(self._tasks):
             task.cancel()
         if self._tasks:
             await asyncio.gather(*self._tasks, return_exceptions=True)
-        await self.inner.close()
+        await super().close()
 
     def evict(self, info: FileInfo) -> None:
         """Drops ``info``'s blocks; a fetch of them under way delivers but caches nothing."""

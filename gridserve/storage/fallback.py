@@ -24,13 +24,11 @@ from __future__ import annotations
 import asyncio
 import builtins
 import weakref
-from collections.abc import AsyncGenerator, AsyncIterable, AsyncIterator, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator
 from contextlib import AsyncExitStack, aclosing
-from typing import Any
 
 from gridserve.storage.base import (
     CorruptFile,
-    Derived,
     FileInfo,
     FileNotFound,
     InvalidKey,
@@ -38,23 +36,20 @@ from gridserve.storage.base import (
     StorageError,
     StorageUnavailable,
 )
-from gridserve.storage.resumable import DelegatedUploads
+from gridserve.storage.wrapper import StorageWrapper
 
 PING_TIMEOUT = 3.0
 
 
-class FallbackStorage(DelegatedUploads, Storage):
+class FallbackStorage(StorageWrapper):
     """``primary``, then each of ``fallbacks`` for what it does not hold (read-only).
 
-    Owns its storages: :meth:`close` closes them all.
+    Owns its storages: :meth:`close` closes them all. Writes and resumable uploads go to the
+    primary, ``inner`` of :class:`StorageWrapper`.
     """
 
-    @property
-    def upload_target(self) -> Storage:
-        return self.primary
-
     def __init__(self, primary: Storage, *fallbacks: Storage) -> None:
-        self.primary = primary
+        super().__init__(primary)
         self.fallbacks = fallbacks
         self.storages: tuple[Storage, ...] = (primary, *fallbacks)
         # Which fallback resolved a FileInfo, for as long as that FileInfo lives (by identity:
@@ -62,8 +57,9 @@ class FallbackStorage(DelegatedUploads, Storage):
         self._owners: dict[int, tuple[weakref.ref[FileInfo], Storage]] = {}
 
     @property
-    def keeps_revisions(self) -> bool:  # type: ignore[override]
-        return self.primary.keeps_revisions
+    def primary(self) -> Storage:
+        """The storage tried first, the only one written to."""
+        return self.inner
 
     @property
     def description(self) -> str:
@@ -223,49 +219,8 @@ class FallbackStorage(DelegatedUploads, Storage):
         problems = await asyncio.gather(*(check(storage) for storage in self.storages))
         return [(s.description, p) for s, p in zip(self.storages, problems, strict=True)]
 
-    # -- writing: the primary only ----------------------------------------------------------
-
-    async def save(
-        self,
-        name: str,
-        chunks: AsyncIterable[bytes],
-        *,
-        content_type: str | None = None,
-        metadata: Mapping[str, Any] | None = None,
-        original: FileInfo | None = None,
-    ) -> FileInfo:
-        return await self.primary.save(
-            name, chunks, content_type=content_type, metadata=metadata, original=original
-        )
-
-    async def delete(self, info: FileInfo) -> None:
-        storage = self.owner(info)
-        if storage is not self.primary:
-            raise FileNotFound(f"{info.filename} is only in read-only {storage.description}")
-        await self.primary.delete(info)
-
-    # -- derived data (media facts, posters): the holder's; fallbacks are only read ---------
-
-    async def update_metadata(self, info: FileInfo, patch: Mapping[str, Any]) -> None:
-        if self.owner(info) is self.primary:
-            await self.primary.update_metadata(info, patch)
-
-    async def media_of(self, info: FileInfo) -> Mapping[str, Any] | None:
-        return await self.owner(info).media_of(info)
-
-    async def put_derived(self, info: FileInfo, name: str, data: bytes, content_type: str) -> None:
-        if self.owner(info) is self.primary:
-            await self.primary.put_derived(info, name, data, content_type)
-
-    async def get_derived(self, info: FileInfo, name: str) -> Derived | None:
-        return await self.owner(info).get_derived(info, name)
-
-    async def delete_derived(self, info: FileInfo) -> None:
-        if self.owner(info) is self.primary:
-            await self.primary.delete_derived(info)
-
-    async def derived_names(self, info: FileInfo) -> builtins.list[str]:
-        return await self.owner(info).derived_names(info)
+    # -- writing, derived data, uploads: StorageWrapper's, the primary's (a fallback's files,
+    # by :meth:`owner`, are read-only) -----------------------------------------------------
 
     async def close(self) -> None:
         for storage in self.storages:

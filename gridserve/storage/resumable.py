@@ -17,11 +17,10 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 from collections import OrderedDict
-from collections.abc import AsyncIterable, Mapping
 from datetime import datetime
 from typing import Any
 
-from gridserve.storage.base import FileInfo, FileNotFound, Storage, StorageError, UploadDigests
+from gridserve.storage.base import FileNotFound, StorageError, UploadDigests
 
 # What a storage keeps of an upload's first bytes, for type sniffing at any later request.
 HEAD_BYTES = 8192
@@ -115,59 +114,3 @@ class RunningDigests:
 
     def forget(self, upload_id: str) -> None:
         self._known.pop(upload_id, None)
-
-
-class DelegatedUploads:
-    """For a storage that wraps storages (cache, fallback): resumable uploads go to the one
-    that takes writes, :attr:`upload_target`."""
-
-    @property
-    def upload_target(self) -> Storage:
-        raise NotImplementedError
-
-    async def begin_upload(
-        self,
-        name: str,
-        *,
-        length: int | None,
-        owner: str,
-        metadata: Mapping[str, str],
-        expires_at: datetime,
-    ) -> UploadState:
-        return await self.upload_target.begin_upload(
-            name, length=length, owner=owner, metadata=metadata, expires_at=expires_at
-        )
-
-    async def upload_state(self, upload_id: str) -> UploadState:
-        return await self.upload_target.upload_state(upload_id)
-
-    async def append_upload(
-        self,
-        upload_id: str,
-        offset: int,
-        chunks: AsyncIterable[bytes],
-        *,
-        length: int | None = None,
-        checksum: Checksum | None = None,
-        expires_at: datetime | None = None,
-    ) -> UploadState:
-        return await self.upload_target.append_upload(
-            upload_id, offset, chunks, length=length, checksum=checksum, expires_at=expires_at
-        )
-
-    async def complete_upload(
-        self,
-        upload_id: str,
-        *,
-        content_type: str | None = None,
-        metadata: Mapping[str, Any] | None = None,
-    ) -> FileInfo:
-        return await self.upload_target.complete_upload(
-            upload_id, content_type=content_type, metadata=metadata
-        )
-
-    async def terminate_upload(self, upload_id: str) -> None:
-        await self.upload_target.terminate_upload(upload_id)
-
-    async def expired_uploads(self, now: datetime, limit: int = 1000) -> list[UploadState]:
-        return await self.upload_target.expired_uploads(now, limit)
