@@ -26,7 +26,6 @@ import math
 import time
 from collections.abc import AsyncGenerator, AsyncIterable, AsyncIterator, Hashable, Mapping
 from contextlib import aclosing
-from datetime import datetime, timezone
 from typing import Any
 
 from bson import ObjectId
@@ -52,6 +51,7 @@ from gridserve.storage.gridfsdocs import (
     LISTING_SORT,
     file_info_from_document,
     listing_filter,
+    new_file_document,
     object_id,
     revision_order,
 )
@@ -500,17 +500,7 @@ class GridFSStorage(GridFSResumableUploads, Storage):
                 pending.append({"files_id": file_id, "n": n, "data": bytes(buffer)})
             if pending:
                 await settle(self.chunks.insert_many(pending, ordered=True))
-            meta = dict(metadata or {})
-            meta["sha256"] = digests.sha256
-            doc: dict[str, Any] = {
-                "_id": file_id,
-                "filename": name,
-                "length": length,
-                "chunkSize": size,
-                "uploadDate": datetime.now(timezone.utc),
-                "md5": digests.md5,
-                "metadata": meta,
-            }
+            doc = new_file_document(file_id, name, length, size, digests, metadata, content_type)
             if original is not None:
                 kept = copied_validators(original, metadata, digests)
                 doc.update(uploadDate=original.upload_date, metadata=kept.metadata)
@@ -518,8 +508,6 @@ class GridFSStorage(GridFSResumableUploads, Storage):
                     del doc["md5"]  # as the original: its ETag came from id, length and date
                 if not kept.metadata:
                     del doc["metadata"]  # as GridFSBucket stores a file without metadata
-            if content_type:
-                doc["contentType"] = content_type
             await settle(self.files.insert_one(doc))
         except BaseException as exc:
             if isinstance(exc, DuplicateKeyError) and keep_id:

@@ -13,7 +13,7 @@ from bson import ObjectId
 from bson.errors import InvalidId
 from pymongo import ASCENDING
 
-from gridserve.storage.base import FileInfo, stored_content_type, utc
+from gridserve.storage.base import FileInfo, UploadDigests, stored_content_type, utc
 
 DEFAULT_CHUNK_SIZE = 255 * 1024
 FILE_FIELDS = {
@@ -26,6 +26,32 @@ FILE_FIELDS = {
     "md5": 1,
     "metadata": 1,
 }
+
+
+def new_file_document(
+    file_id: Any,
+    name: str,
+    length: int,
+    chunk_size: int,
+    digests: UploadDigests,
+    metadata: Mapping[str, Any] | None,
+    content_type: str | None,
+) -> dict[str, Any]:
+    """The ``<bucket>.files`` document of a new file whose chunks are stored: uploaded now,
+    with the ``md5`` of its content and its ``sha256`` in ``metadata`` (what ``save`` and
+    ``complete_upload`` insert); ``contentType`` only when one is given."""
+    doc: dict[str, Any] = {
+        "_id": file_id,
+        "filename": name,
+        "length": length,
+        "chunkSize": chunk_size,
+        "uploadDate": datetime.now(timezone.utc),
+        "md5": digests.md5,
+        "metadata": {**(metadata or {}), "sha256": digests.sha256},
+    }
+    if content_type:
+        doc["contentType"] = content_type
+    return doc
 
 
 def object_id(key: str) -> ObjectId | None:

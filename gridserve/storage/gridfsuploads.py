@@ -52,7 +52,7 @@ from gridserve.storage.base import (
     utc,
 )
 from gridserve.storage.gridfsappend import FREE, Append, Lease
-from gridserve.storage.gridfsdocs import file_info_from_document, object_id
+from gridserve.storage.gridfsdocs import file_info_from_document, new_file_document, object_id
 from gridserve.storage.resumable import (
     Checksum,
     RunningDigests,
@@ -242,19 +242,9 @@ class GridFSResumableUploads:
             digests = self.running_digests.at(upload_id, length)
             if digests is None:
                 digests = await self._digests_of_chunks(files_id, length, size)
-            meta = dict(metadata or {})
-            meta["sha256"] = digests.sha256
-            doc: dict[str, Any] = {
-                "_id": files_id,
-                "filename": record["name"],
-                "length": length,
-                "chunkSize": size,
-                "uploadDate": datetime.now(timezone.utc),
-                "md5": digests.md5,
-                "metadata": meta,
-            }
-            if content_type:
-                doc["contentType"] = content_type
+            doc = new_file_document(
+                files_id, record["name"], length, size, digests, metadata, content_type
+            )
             try:
                 await settle(self.files.insert_one(doc))
             except DuplicateKeyError:

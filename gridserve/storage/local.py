@@ -80,7 +80,7 @@ from gridserve.storage.base import (
     stored_content_type,
 )
 from gridserve.storage.localtree import walk_names
-from gridserve.storage.localuploads import LocalUploads
+from gridserve.storage.localuploads import LocalUploads, fsync_dir, new_sidecar
 from gridserve.storage.writes import settle
 
 log = logging.getLogger("gridserve.storage.local")
@@ -372,11 +372,7 @@ class LocalStorage(LocalUploads, Storage):
                     await settle(self._io(out.write, piece))
                 await settle(self._io(out.flush))
                 await settle(asyncio.to_thread(os.fsync, out.fileno()))  # fsync can take long
-            sidecar: dict[str, Any] = {
-                "contentType": content_type,
-                "md5": digests.md5,
-                "metadata": {**(metadata or {}), "sha256": digests.sha256},
-            }
+            sidecar = new_sidecar(content_type, metadata, digests)
             if original is not None:
                 kept = copied_validators(original, metadata, digests)
                 sidecar.update(md5=kept.md5, metadata=kept.metadata, etag=kept.etag)
@@ -429,7 +425,7 @@ class LocalStorage(LocalUploads, Storage):
         except BaseException:
             Path(meta_tmp).unlink(missing_ok=True)
             raise
-        _fsync_dir(target.parent)
+        fsync_dir(target.parent)
         self._remove_old_sidecar(relative)
         return self._info(relative, target.stat())
 
@@ -581,11 +577,3 @@ def _process_umask() -> int:
     mask = os.umask(0o022)
     os.umask(mask)
     return mask
-
-
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

@@ -37,10 +37,9 @@ import fcntl
 import json
 import os
 import re
-import secrets
 import tempfile
 from collections.abc import AsyncIterable, Awaitable, Callable, Mapping
-from datetime import datetime, timezone
+from datetime import datetime
 from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -63,6 +62,8 @@ from gridserve.storage.resumable import (
     UploadLocked,
     UploadNotFound,
     UploadState,
+    check_append,
+    new_upload,
 )
 from gridserve.storage.writes import settle
 
@@ -109,17 +110,8 @@ class LocalUploads:
     ) -> UploadState:
         relative = self._relative(name)
         _writable(self._content_path(relative), self.state.parent)  # refused now, not at the end
-        if length is not None and length < 0:
-            raise UploadConflict(f"negative length {length}")
-        state = UploadState(
-            id=secrets.token_urlsafe(24),
-            name=relative,
-            length=length,
-            offset=0,
-            created_at=datetime.now(timezone.utc),
-            expires_at=utc(expires_at),
-            owner=owner,
-            metadata=dict(metadata),
+        state = new_upload(
+            relative, length=length, owner=owner, metadata=metadata, expires_at=expires_at
         )
         await _disk(settle(asyncio.to_thread(self._begin_sync, state)))
         return state
@@ -142,13 +134,8 @@ class LocalUploads:
         fd = await _disk(self._io(_lock, bin_path))
         try:
             state = await _disk(self._io(self._read_state, json_path, bin_path, with_head=False))
-            if offset != state.offset:
-                raise UploadConflict(f"offset {offset}, the upload is at {state.offset}")
+            check_append(state, offset, length)
             if length is not None:
-                if state.length is not None and length != state.length:
-                    raise UploadConflict(f"length {length}, the upload's is {state.length}")
-                if length < state.offset:
-                    raise UploadConflict(f"length {length} is below the offset {state.offset}")
                 state.length = length
             if expires_at is not None:
                 state.expires_at = utc(expires_at)
@@ -181,11 +168,7 @@ class LocalUploads:
             digests = self._running.at(upload_id, state.length)
             if digests is None:
                 digests = await _disk(asyncio.to_thread(_digest_file, fd, state.length))
-            sidecar: dict[str, Any] = {
-                "contentType": content_type,
-                "md5": digests.md5,
-                "metadata": {**(metadata or {}), "sha256": digests.sha256},
-            }
+            sidecar = new_sidecar(content_type, metadata, digests)
             (self.state / "tmp").mkdir(parents=True, exist_ok=True)
             info = await _disk(
                 settle(asyncio.to_thread(self._commit, bin_path, target, relative, sidecar))
@@ -299,7 +282,7 @@ class LocalUploads:
             os.fchmod(fd, self.file_mode)  # what it has once completed
         finally:
             os.close(fd)
-        _fsync_dir(json_path.parent)
+        fsync_dir(json_path.parent)
 
     def _write_state(self, state: UploadState) -> None:
         json_path, _ = self._upload_paths(state.id)
@@ -439,7 +422,20 @@ def _load(path: Path) -> dict[str, Any]:
     return value if isinstance(value, dict) else {}
 
 
-def _fsync_dir(directory: Path) -> None:
+def new_sidecar(
+    content_type: str | None, metadata: Mapping[str, Any] | None, digests: UploadDigests
+) -> dict[str, Any]:
+    """The sidecar of a new file (what ``save`` and ``complete_upload`` store beside it): its
+    content type, the ``md5`` of its content and its ``sha256`` in ``metadata``."""
+    return {
+        "contentType": content_type,
+        "md5": digests.md5,
+        "metadata": {**(metadata or {}), "sha256": digests.sha256},
+    }
+
+
+def fsync_dir(directory: Path) -> None:
+    """Makes what was created, renamed or removed in ``directory`` durable."""
     fd = os.open(directory, os.O_RDONLY)
     try:
         os.fsync(fd)

@@ -16,11 +16,13 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import secrets
 from collections import OrderedDict
-from datetime import datetime
+from collections.abc import Mapping
+from datetime import datetime, timezone
 from typing import Any
 
-from gridserve.storage.base import FileNotFound, StorageError, UploadDigests
+from gridserve.storage.base import FileNotFound, StorageError, UploadDigests, utc
 
 # What a storage keeps of an upload's first bytes, for type sniffing at any later request.
 HEAD_BYTES = 8192
@@ -114,3 +116,40 @@ class RunningDigests:
 
     def forget(self, upload_id: str) -> None:
         self._known.pop(upload_id, None)
+
+
+def new_upload(
+    name: str,
+    *,
+    length: int | None,
+    owner: str,
+    metadata: Mapping[str, str],
+    expires_at: datetime,
+) -> UploadState:
+    """The state of a new upload (``begin_upload``'s arguments, offset 0, a fresh unguessable
+    id); :class:`UploadConflict` for a negative ``length``."""
+    if length is not None and length < 0:
+        raise UploadConflict(f"negative length {length}")
+    return UploadState(
+        id=secrets.token_urlsafe(24),
+        name=name,
+        length=length,
+        offset=0,
+        created_at=datetime.now(timezone.utc),
+        expires_at=utc(expires_at),
+        owner=owner,
+        metadata=dict(metadata),
+    )
+
+
+def check_append(state: UploadState, offset: int, length: int | None) -> None:
+    """:class:`UploadConflict` unless an append at ``offset`` fits ``state``: ``offset`` is the
+    stored offset, and ``length`` (when given) equals a length already set and is not below the
+    offset."""
+    if offset != state.offset:
+        raise UploadConflict(f"offset {offset}, the upload is at {state.offset}")
+    if length is not None:
+        if state.length is not None and length != state.length:
+            raise UploadConflict(f"length {length}, the upload's is {state.length}")
+        if length < state.offset:
+            raise UploadConflict(f"length {length} is below the offset {state.offset}")

@@ -50,7 +50,7 @@ import builtins
 import contextlib
 import secrets
 from collections.abc import AsyncIterable, Iterator, Mapping
-from datetime import datetime, timezone
+from datetime import datetime
 from typing import Any
 
 from gridserve.storage.base import (
@@ -68,6 +68,8 @@ from gridserve.storage.resumable import (
     UploadConflict,
     UploadNotFound,
     UploadState,
+    check_append,
+    new_upload,
 )
 from gridserve.storage.s3uploadstate import (
     MAX_PARTS,
@@ -182,18 +184,8 @@ class S3Uploads(Storage, abc.ABC):
             self._object_key(name)
         except FileNotFound as exc:  # a reserved name: never a file
             raise InvalidKey(f"{name!r} cannot name a file") from exc
-        if length is not None and length < 0:
-            raise UploadConflict("negative length")
-        now = datetime.now(timezone.utc)
-        state = UploadState(
-            id=secrets.token_urlsafe(24),
-            name=name,
-            length=length,
-            offset=0,
-            created_at=now,
-            expires_at=utc(expires_at),
-            owner=owner,
-            metadata=dict(metadata),
+        state = new_upload(
+            name, length=length, owner=owner, metadata=metadata, expires_at=expires_at
         )
         await self._save_record(UploadRecord(state, part_size_for(length, self.part_size)))
         return state
@@ -216,15 +208,9 @@ class S3Uploads(Storage, abc.ABC):
         with self._working_on(upload_id):
             record = await self._load(upload_id)
             state = record.state
-            if offset != state.offset:
-                raise UploadConflict(f"offset {offset}, the upload is at {state.offset}")
-            if length is not None:
-                if state.length is not None and length != state.length:
-                    raise UploadConflict(f"length {length}, the upload's is {state.length}")
-                if length < state.offset:
-                    raise UploadConflict(f"length {length} is below the offset {state.offset}")
-                if length > record.part_size * MAX_PARTS:
-                    raise UploadConflict(f"{length} bytes is more than this upload can take")
+            check_append(state, offset, length)
+            if length is not None and length > record.part_size * MAX_PARTS:
+                raise UploadConflict(f"{length} bytes is more than this upload can take")
             changed = (length is not None and length != state.length) or (
                 expires_at is not None and utc(expires_at) != state.expires_at
             )
