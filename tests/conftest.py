@@ -99,6 +99,15 @@ def backend(request: pytest.FixtureRequest) -> str:
 
 
 @pytest.fixture
+def own_database() -> Iterator[FerretDB]:
+    """A FerretDB process of this test's own, for a test that stops and restarts it."""
+    server = FerretDB(ferretdb_binary())
+    server.start()
+    yield server
+    server.cleanup()
+
+
+@pytest.fixture
 def local_root(tmp_path: Path) -> Path:
     return tmp_path / "local-storage"
 

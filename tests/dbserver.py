@@ -59,32 +59,25 @@ def stop_process(process: subprocess.Popen[bytes] | None) -> None:
             process.wait()
 
 
-class FerretDB:
-    """One FerretDB process with its own temporary data directory."""
+class DatabaseProcess:
+    """A database server process on a free loopback port, its output in ``log_path``: a
+    subclass says how to run it (:meth:`command`) and what :meth:`cleanup` removes."""
 
-    def __init__(self, binary: str) -> None:
-        self.binary = binary
-        self.data_dir = tempfile.mkdtemp(prefix="gridserve-ferretdb-")
+    def __init__(self, log_path: Path) -> None:
         self.port = free_port()
         self.process: subprocess.Popen[bytes] | None = None
-        self.log_path = Path(self.data_dir) / "ferretdb.log"
+        self.log_path = log_path
 
     @property
     def uri(self) -> str:
         return f"mongodb://127.0.0.1:{self.port}/"
 
+    def command(self) -> list[str]:
+        raise NotImplementedError
+
     def start(self) -> None:
         with open(self.log_path, "ab") as log:
-            self.process = subprocess.Popen(
-                [
-                    self.binary,
-                    f"--listen-addr=127.0.0.1:{self.port}",
-                    f"--data-dir={self.data_dir}/db",
-                    "--log-level=error",
-                ],
-                stdout=log,
-                stderr=subprocess.STDOUT,
-            )
+            self.process = subprocess.Popen(self.command(), stdout=log, stderr=subprocess.STDOUT)
         wait_until_up(self.uri, self.process, self.log_path)
 
     def stop(self) -> None:
@@ -93,6 +86,26 @@ class FerretDB:
 
     def cleanup(self) -> None:
         self.stop()
+
+
+class FerretDB(DatabaseProcess):
+    """One FerretDB process with its own temporary data directory."""
+
+    def __init__(self, binary: str) -> None:
+        self.binary = binary
+        self.data_dir = tempfile.mkdtemp(prefix="gridserve-ferretdb-")
+        super().__init__(Path(self.data_dir) / "ferretdb.log")
+
+    def command(self) -> list[str]:
+        return [
+            self.binary,
+            f"--listen-addr=127.0.0.1:{self.port}",
+            f"--data-dir={self.data_dir}/db",
+            "--log-level=error",
+        ]
+
+    def cleanup(self) -> None:
+        super().cleanup()
         shutil.rmtree(self.data_dir, ignore_errors=True)
 
 
@@ -124,7 +137,7 @@ def bench_database_launcher() -> str:
     return provisioned("GRIDSERVE_BENCHDB", "build-bench-db")
 
 
-class FastDatabase:
+class FastDatabase(DatabaseProcess):
     """mongo-java-server in memory (scripts/build-bench-db): a MongoDB stand-in fast enough that
     a server in front of it, not the database, is what a benchmark measures. For speed figures
     only; its known quirks: it answers a query without a batch size in one reply, uses only
@@ -132,25 +145,11 @@ class FastDatabase:
 
     def __init__(self, launcher: str) -> None:
         self.launcher = launcher
-        self.port = free_port()
-        self.process: subprocess.Popen[bytes] | None = None
-        self.log_path = Path(tempfile.mkstemp(prefix="gridserve-benchdb-", suffix=".log")[1])
+        super().__init__(Path(tempfile.mkstemp(prefix="gridserve-benchdb-", suffix=".log")[1]))
 
-    @property
-    def uri(self) -> str:
-        return f"mongodb://127.0.0.1:{self.port}/"
-
-    def start(self) -> None:
-        with open(self.log_path, "ab") as log:
-            self.process = subprocess.Popen(
-                [self.launcher, str(self.port)], stdout=log, stderr=subprocess.STDOUT
-            )
-        wait_until_up(self.uri, self.process, self.log_path)
-
-    def stop(self) -> None:
-        stop_process(self.process)
-        self.process = None
+    def command(self) -> list[str]:
+        return [self.launcher, str(self.port)]
 
     def cleanup(self) -> None:
-        self.stop()
+        super().cleanup()
         self.log_path.unlink(missing_ok=True)

@@ -13,7 +13,7 @@ import re
 import subprocess
 import threading
 from collections import Counter
-from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterator
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -29,8 +29,9 @@ from gridserve.storage.base import FileInfo, Storage, StorageUnavailable
 from gridserve.storage.cache import CachedStorage
 from gridserve.storage.gridfs import GridFSStorage
 from gridserve.storage.s3 import S3Storage
+from gridserve.storage.wrapper import StorageWrapper
 from tests.conftest import SyncDB
-from tests.dbserver import FerretDB, ferretdb_binary
+from tests.dbserver import FerretDB
 from tests.livehttp import LiveServer
 from tests.s3server import S3Proxy
 from tests.test_cli import gridserve
@@ -88,12 +89,13 @@ async def read_all(
     return b"".join([piece async for piece in storage.read(info, start, stop)])
 
 
-class GatedStorage(Storage):
+class GatedStorage(StorageWrapper):
     """A real storage whose reads hand over each piece only once the test allows it (the
-    test's way to hold a fetch half-way, not a stand-in: the bytes come from ``inner``)."""
+    test's way to hold a fetch half-way, not a stand-in: the bytes come from ``inner``, and so
+    does the rest, as through any wrapper)."""
 
     def __init__(self, inner: Storage) -> None:
-        self.inner = inner
+        super().__init__(inner)
         self.permits = asyncio.Semaphore(0)
         self.opened = False
         self.reads = 0
@@ -107,9 +109,6 @@ class GatedStorage(Storage):
         self.opened = True
         self.permits.release()
 
-    async def resolve(self, key: str, revision: int | None = None) -> FileInfo:
-        return await self.inner.resolve(key, revision)
-
     async def read(
         self, info: FileInfo, start: int = 0, stop: int | None = None
     ) -> AsyncGenerator[bytes, None]:
@@ -119,21 +118,6 @@ class GatedStorage(Storage):
                 await self.permits.acquire()
             self.pieces += 1
             yield piece
-
-    async def save(self, name: str, chunks: Any, **options: Any) -> FileInfo:
-        return await self.inner.save(name, chunks, **options)
-
-    async def delete(self, info: FileInfo) -> None:
-        await self.inner.delete(info)
-
-    def list(self, prefix: str = "", limit: int = 100, after: str = "") -> Any:
-        return self.inner.list(prefix, limit, after)
-
-    async def ping(self) -> None:
-        await self.inner.ping()
-
-    async def close(self) -> None:
-        await self.inner.close()
 
     def cache_key(self, info: FileInfo) -> Any:
         return self.inner.cache_key(info)
@@ -312,14 +296,6 @@ def test_eviction_keeps_the_size_bound(mongo_uri: str, db_name: str, sync_db: Sy
 
 async def _stats(cache: CachedStorage) -> Any:
     return cache.stats()
-
-
-@pytest.fixture
-def own_database() -> Iterator[FerretDB]:
-    server = FerretDB(ferretdb_binary())
-    server.start()
-    yield server
-    server.cleanup()
 
 
 async def test_a_failed_fetch_fails_its_waiters_and_is_not_cached(own_database: FerretDB) -> None:

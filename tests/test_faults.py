@@ -18,25 +18,17 @@ import requests
 
 from gridserve.acl import default_acl
 from gridserve.storage.gridfs import GridFSStorage
-from tests.dbserver import FerretDB, ferretdb_binary
+from tests.dbserver import FerretDB
 from tests.livehttp import LiveServer
 
 MIB = 1024 * 1024
 
 
 @pytest.fixture
-def database() -> Iterator[FerretDB]:
-    server = FerretDB(ferretdb_binary())
-    server.start()
-    yield server
-    server.cleanup()
-
-
-@pytest.fixture
-def served(database: FerretDB) -> Iterator[LiveServer]:
+def served(own_database: FerretDB) -> Iterator[LiveServer]:
     def make_storage() -> GridFSStorage:
         return GridFSStorage.from_uri(
-            database.uri + "media", serverSelectionTimeoutMS=1500, connectTimeoutMS=1000
+            own_database.uri + "media", serverSelectionTimeoutMS=1500, connectTimeoutMS=1000
         )
 
     server = LiveServer(make_storage, acl=default_acl(upload_token="t")).start()
@@ -55,9 +47,9 @@ def wait_for(check: Callable[[], bool], timeout: float = 30) -> None:
         time.sleep(0.2)
 
 
-def test_database_stopped_mid_download(database: FerretDB, served: LiveServer) -> None:
+def test_database_stopped_mid_download(own_database: FerretDB, served: LiveServer) -> None:
     data = os.urandom(8 * MIB)
-    gridfs.GridFSBucket(sync_db(database), chunk_size_bytes=255 * 1024).upload_from_stream(
+    gridfs.GridFSBucket(sync_db(own_database), chunk_size_bytes=255 * 1024).upload_from_stream(
         "movie.webm", data
     )
     response = requests.get(served.url("/fs/movie.webm"), stream=True, timeout=30)
@@ -65,8 +57,8 @@ def test_database_stopped_mid_download(database: FerretDB, served: LiveServer) -
     with pytest.raises(requests.exceptions.ChunkedEncodingError):
         for block in response.iter_content(64 * 1024):
             received += len(block)
-            if received >= MIB and database.process is not None:
-                database.stop()
+            if received >= MIB and own_database.process is not None:
+                own_database.stop()
             time.sleep(0.005)
     assert received < len(data)  # cut, not completed with wrong bytes
 
@@ -74,7 +66,7 @@ def test_database_stopped_mid_download(database: FerretDB, served: LiveServer) -
     assert down.status_code == 503
     assert down.headers["Retry-After"].isdigit()
 
-    database.start()
+    own_database.start()
 
     def serves_again() -> bool:
         return requests.get(served.url("/fs/movie.webm"), timeout=30).status_code == 200
@@ -83,7 +75,9 @@ def test_database_stopped_mid_download(database: FerretDB, served: LiveServer) -
     assert requests.get(served.url("/fs/movie.webm"), timeout=30).content == data
 
 
-def test_database_lost_mid_upload_leaves_no_orphans(database: FerretDB, served: LiveServer) -> None:
+def test_database_lost_mid_upload_leaves_no_orphans(
+    own_database: FerretDB, served: LiveServer
+) -> None:
     stop_now = threading.Event()
 
     def body() -> Iterator[bytes]:
@@ -96,7 +90,7 @@ def test_database_lost_mid_upload_leaves_no_orphans(database: FerretDB, served: 
 
     def stopper() -> None:
         stop_now.wait(30)
-        database.stop()
+        own_database.stop()
 
     thread = threading.Thread(target=stopper)
     thread.start()
@@ -112,8 +106,8 @@ def test_database_lost_mid_upload_leaves_no_orphans(database: FerretDB, served: 
         pass  # the server may close while the client is still sending
     thread.join()
 
-    database.start()
-    db = sync_db(database)
+    own_database.start()
+    db = sync_db(own_database)
 
     def clean() -> bool:
         return db["fs.chunks"].count_documents({}) == 0

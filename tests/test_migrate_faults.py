@@ -11,7 +11,7 @@ import signal
 import subprocess
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +22,7 @@ import requests
 
 from gridserve.migrate import sha256_of
 from gridserve.storage import FallbackStorage, Storage, from_uri
-from tests.dbserver import FerretDB, ferretdb_binary
+from tests.dbserver import FerretDB
 from tests.livehttp import LiveServer
 from tests.migration import (
     SyncDB,
@@ -78,29 +78,43 @@ def wait_until(check: Any, process: subprocess.Popen[str] | None = None) -> None
         time.sleep(0.002)
 
 
+def interrupted_migrate(
+    source: str,
+    target: str,
+    ready: Callable[[], bool],
+    interrupt: Callable[[subprocess.Popen[str]], object],
+) -> tuple[int, str, str]:
+    """Runs ``gridserve migrate --from SOURCE --to TARGET --jobs 1``; once ``ready()`` (while
+    it runs), calls ``interrupt(process)`` and waits for its end: its exit status, stdout and
+    stderr. A migrate still running when this leaves is killed."""
+    process = subprocess.Popen(
+        migrate_command("--from", source, "--to", target, "--jobs", "1"),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        wait_until(ready, process)
+        interrupt(process)
+        stdout, stderr = process.communicate(timeout=DEADLINE)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.communicate()
+    return process.returncode, stdout, stderr
+
+
 def test_killed_mid_file_then_rerun(
     mongo_uri: str, db_name: str, sync_db: SyncDB, tmp_path: Path
 ) -> None:
     files = seed_big(sync_db, "src", 3, 6 * MIB)
     source, target = gridfs_side(mongo_uri, db_name, "src"), local_side(tmp_path / "dst")
     spool = tmp_path / "dst" / ".gridserve" / "tmp"
-    process = subprocess.Popen(
-        migrate_command("--from", source.uri, "--to", target.uri, "--jobs", "1"),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
 
     def mid_file() -> bool:
         return spool.is_dir() and any(p.stat().st_size > MIB for p in spool.iterdir())
 
-    try:
-        wait_until(mid_file, process)
-        process.send_signal(signal.SIGKILL)
-        process.communicate(timeout=30)
-    finally:
-        if process.poll() is None:
-            process.kill()
+    interrupted_migrate(source.uri, target.uri, mid_file, lambda p: p.send_signal(signal.SIGKILL))
     visible = stored_digests(target.uri)
     assert len(visible) < len(files)
     assert all(visible[name] == expected(files)[name] for name in visible)  # nothing partial
@@ -117,21 +131,13 @@ def test_interrupted_by_sigint_mid_file_leaves_nothing_partial(
 ) -> None:
     files = seed_big(sync_db, "src", 2, 6 * MIB)
     source, target = gridfs_side(mongo_uri, db_name, "src"), gridfs_side(mongo_uri, db_name, "dst")
-    process = subprocess.Popen(
-        migrate_command("--from", source.uri, "--to", target.uri, "--jobs", "1"),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
+    status, stdout, stderr = interrupted_migrate(
+        source.uri,
+        target.uri,
+        lambda: sync_db["dst.chunks"].find_one({}, {"_id": 1}) is not None,
+        lambda p: p.send_signal(signal.SIGINT),
     )
-    try:
-        wait_until(lambda: sync_db["dst.chunks"].find_one({}, {"_id": 1}) is not None, process)
-        process.send_signal(signal.SIGINT)
-        stdout, stderr = process.communicate(timeout=DEADLINE)
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.communicate()
-    assert process.returncode == 130, stderr
+    assert status == 130, stderr
     assert '"interrupted": "interrupted by a signal"' in stdout
     # The copy in flight was abandoned cleanly: every chunk left belongs to a complete file.
     kept = {d["_id"]: d["length"] for d in sync_db["dst.files"].find({}, {"length": 1})}
@@ -141,14 +147,6 @@ def test_interrupted_by_sigint_mid_file_leaves_nothing_partial(
     assert status == 0, stderr
     assert summary["copied"] + summary["skipped"] == len(files) + 1
     assert stored_digests(target.uri) == expected(files)
-
-
-@pytest.fixture
-def own_database() -> Iterator[FerretDB]:
-    server = FerretDB(ferretdb_binary())
-    server.start()
-    yield server
-    server.cleanup()
 
 
 def test_database_stopped_mid_run_then_rerun(own_database: FerretDB) -> None:
@@ -162,21 +160,13 @@ def test_database_stopped_mid_run_then_rerun(own_database: FerretDB) -> None:
     quick = "serverSelectionTimeoutMS=1500&connectTimeoutMS=1000"
     source_uri = f"{own_database.uri.rstrip('/')}/media?bucket=src&{quick}"
     target_uri = f"{own_database.uri.rstrip('/')}/media?bucket=dst&{quick}"
-    process = subprocess.Popen(
-        migrate_command("--from", source_uri, "--to", target_uri, "--jobs", "1"),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
+    status, stdout, stderr = interrupted_migrate(
+        source_uri,
+        target_uri,
+        lambda: db["dst.files"].count_documents({}) >= 2,
+        lambda _: own_database.stop(),
     )
-    try:
-        wait_until(lambda: db["dst.files"].count_documents({}) >= 2, process)
-        own_database.stop()
-        stdout, stderr = process.communicate(timeout=DEADLINE)
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.communicate()
-    assert process.returncode == 1, stderr
+    assert status == 1, stderr
     assert '"interrupted": "' in stdout
 
     own_database.start()

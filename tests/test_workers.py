@@ -78,6 +78,15 @@ def workers(daemon: Daemon, count: int) -> set[int]:
     return pids
 
 
+@pytest.fixture
+def two_workers(tmp_path: Path, daemons: list[Daemon]) -> tuple[Daemon, set[int]]:
+    """A daemon serving ``tmp_path`` (holding ``a.txt``) with two workers, and their pids."""
+    (tmp_path / "a.txt").write_bytes(b"hello")
+    daemon = Daemon("--storage", str(tmp_path), "--processes", "2")
+    daemons.append(daemon)
+    return daemon, workers(daemon, 2)
+
+
 def test_sighup_reopens_the_logs_of_every_worker_and_the_master_lives(
     tmp_path: Path,
     daemons: list[Daemon],
@@ -122,14 +131,8 @@ def test_sighup_reopens_the_logs_of_every_worker_and_the_master_lives(
     assert code == 0, stderr
 
 
-def test_workers_die_with_their_master(
-    tmp_path: Path,
-    daemons: list[Daemon],
-) -> None:
-    (tmp_path / "a.txt").write_bytes(b"hello")
-    daemon = Daemon("--storage", str(tmp_path), "--processes", "2")
-    daemons.append(daemon)
-    pids = workers(daemon, 2)
+def test_workers_die_with_their_master(two_workers: tuple[Daemon, set[int]]) -> None:
+    daemon, pids = two_workers
     daemon.process.kill()  # nothing the master can forward: the kernel must stop them
     daemon.process.wait(timeout=DEADLINE)
     deadline = time.monotonic() + DEADLINE
@@ -138,14 +141,8 @@ def test_workers_die_with_their_master(
         time.sleep(0.05)
 
 
-def test_sigterm_to_the_master_stops_every_worker(
-    tmp_path: Path,
-    daemons: list[Daemon],
-) -> None:
-    (tmp_path / "a.txt").write_bytes(b"hello")
-    daemon = Daemon("--storage", str(tmp_path), "--processes", "2")
-    daemons.append(daemon)
-    pids = workers(daemon, 2)
+def test_sigterm_to_the_master_stops_every_worker(two_workers: tuple[Daemon, set[int]]) -> None:
+    daemon, pids = two_workers
     code, stderr = daemon.stop()
     assert code == 0, stderr
     assert stderr.count("stopped") >= 2
@@ -153,13 +150,9 @@ def test_sigterm_to_the_master_stops_every_worker(
 
 
 def test_metrics_add_up_every_worker_and_name_the_one_that_answered(
-    tmp_path: Path,
-    daemons: list[Daemon],
+    two_workers: tuple[Daemon, set[int]],
 ) -> None:
-    (tmp_path / "a.txt").write_bytes(b"hello")
-    daemon = Daemon("--storage", str(tmp_path), "--processes", "2")
-    daemons.append(daemon)
-    pids = workers(daemon, 2)
+    daemon, pids = two_workers
     for _ in range(20):
         # A new connection each time, so the kernel spreads them over the workers.
         assert requests.get(daemon.url("/fs/a.txt"), timeout=10).status_code == 200
