@@ -119,12 +119,7 @@ class RunningDigests:
 
 
 def new_upload(
-    name: str,
-    *,
-    length: int | None,
-    owner: str,
-    metadata: Mapping[str, str],
-    expires_at: datetime,
+    name: str, length: int | None, owner: str, metadata: Mapping[str, str], expires_at: datetime
 ) -> UploadState:
     """The state of a new upload (``begin_upload``'s arguments, offset 0, a fresh unguessable
     id); :class:`UploadConflict` for a negative ``length``."""
