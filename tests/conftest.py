@@ -4,11 +4,12 @@ seeding through the synchronous driver, and live gridserve servers on loopback s
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import gridfs
 import pymongo
@@ -43,19 +44,30 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
             terminalreporter.write_line(line)
 
 
+Server = TypeVar("Server", FerretDB, S3Proxy)
+
+
+@contextlib.contextmanager
+def running(make: Callable[[], Server], what: str) -> Iterator[Server]:
+    """``make()`` started, and cleaned up on exit; if it cannot start (TestDatabaseError), the
+    test fails saying so about ``what``, without a traceback."""
+    try:
+        server = make()
+        server.start()
+    except TestDatabaseError as exc:
+        pytest.fail(f"cannot start {what}: {exc}", pytrace=False)
+    yield server
+    server.cleanup()
+
+
 @pytest.fixture(scope="session")
 def test_database() -> Iterator[FerretDB | None]:
     """The FerretDB process of this session (None when MONGODB_URI names a server)."""
     if os.environ.get("MONGODB_URI"):
         yield None
         return
-    try:
-        server = FerretDB(ferretdb_binary())
-        server.start()
-    except TestDatabaseError as exc:
-        pytest.fail(f"cannot start the test database: {exc}", pytrace=False)
-    yield server
-    server.cleanup()
+    with running(lambda: FerretDB(ferretdb_binary()), "the test database") as server:
+        yield server
 
 
 @pytest.fixture(scope="session")
@@ -101,10 +113,8 @@ def backend(request: pytest.FixtureRequest) -> str:
 @pytest.fixture
 def own_database() -> Iterator[FerretDB]:
     """A FerretDB process of this test's own, for a test that stops and restarts it."""
-    server = FerretDB(ferretdb_binary())
-    server.start()
-    yield server
-    server.cleanup()
+    with running(lambda: FerretDB(ferretdb_binary()), "a test database") as server:
+        yield server
 
 
 @pytest.fixture
@@ -115,13 +125,8 @@ def local_root(tmp_path: Path) -> Path:
 @pytest.fixture(scope="session")
 def s3_server() -> Iterator[S3Proxy]:
     """The s3proxy process of this session."""
-    try:
-        server = S3Proxy(s3proxy_jar())
-        server.start()
-    except TestDatabaseError as exc:
-        pytest.fail(f"cannot start the S3 test server: {exc}", pytrace=False)
-    yield server
-    server.cleanup()
+    with running(lambda: S3Proxy(s3proxy_jar()), "the S3 test server") as server:
+        yield server
 
 
 @pytest.fixture
