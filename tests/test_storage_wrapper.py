@@ -15,7 +15,7 @@ from gridserve.storage.resumable import UploadNotFound
 from gridserve.storage.wrapper import StorageWrapper
 
 # What a wrapper leaves at the interface's default, on purpose (see wrapper.py's docstring).
-NOT_FORWARDED = {"cache_key", "cache_block_size"}
+NOT_FORWARDED = {"cache_key", "cache_block_size", "read_buffers"}
 
 
 async def body(data: bytes) -> AsyncIterator[bytes]:

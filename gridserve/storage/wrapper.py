@@ -18,6 +18,8 @@ What goes where by default:
 - ``cache_key`` and ``cache_block_size`` keep the defaults of :class:`Storage` (None: a chunk
   cache in front of a wrapper passes it straight through): what a wrapper reads may come from
   any storage it wraps, so it has no single name for the content.
+- ``read_buffers`` keeps the default too: it goes through the wrapper's own ``read`` (a cache's
+  read serves from the cache; forwarding it to ``inner`` would bypass what the wrapper adds).
 
 The keyword-only options of ``save`` and of the upload methods are passed on unchanged; their
 contract is the interface's (:mod:`gridserve.storage.base`).
