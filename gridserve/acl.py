@@ -205,6 +205,11 @@ def parse_query(query: str) -> dict[str, list[bytes]]:
     return parse_qs_bytes(query, keep_blank_values=True)
 
 
+def key_list(keys: SigningKeys) -> list[bytes]:
+    """The signing keys as bytes, the signing one first (ValueError for an empty one)."""
+    return _keys(keys)
+
+
 def _keys(keys: SigningKeys) -> list[bytes]:
     if isinstance(keys, (str, bytes)):
         keys = [keys]

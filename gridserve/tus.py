@@ -31,7 +31,7 @@ import dataclasses
 import hashlib
 import hmac
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta, timezone
 from email.utils import format_datetime
 
@@ -305,17 +305,36 @@ def format_expires(moment: datetime) -> str:
     return format_datetime(moment.astimezone(timezone.utc).replace(microsecond=0), usegmt=True)
 
 
-def owner_of(authorization: str | None) -> str:
-    """The owner fingerprint stored with an upload: a hash of the request's ``Authorization``
-    header (``""`` without one: an open server, where the unguessable id is the authority).
-    Stable across processes and hosts, so any of them recognises the owner; one-way, so the
-    storage never holds the credential itself."""
+def owner_of(authorization: str | None, key: bytes | None = None) -> str:
+    """The owner fingerprint stored with an upload: a one-way hash of the request's
+    ``Authorization`` header (``""`` without one: an open server, where the unguessable id is
+    the authority), so the storage never holds the credential itself.
+
+    Keyed (HMAC-SHA256 with ``key``, the server's signing key) when one is configured: then
+    whoever can read the storage cannot test guesses of a weak credential (a Basic password)
+    against the fingerprint. Unkeyed (SHA-256) without a key: a guess can be tested, so a
+    server whose credentials are guessable should set ``--signing-key``. Either way stable
+    across processes and hosts that share the configuration."""
     if not authorization:
         return ""
-    digest = hashlib.sha256(b"gridserve tus owner\x00" + authorization.encode("utf-8"))
-    return digest.hexdigest()
+    message = b"gridserve tus owner\x00" + authorization.encode("utf-8")
+    if key is None:
+        return hashlib.sha256(message).hexdigest()
+    return hmac.new(key, message, hashlib.sha256).hexdigest()
 
 
-def owned_by(state: UploadState, owner: str) -> bool:
-    """Whether the request's ``owner`` fingerprint is the upload's (constant time)."""
-    return hmac.compare_digest(state.owner.encode(), owner.encode())
+def owners_of(authorization: str | None, keys: Sequence[bytes] = ()) -> list[str]:
+    """The fingerprints under which an upload of ``authorization`` may be stored: one per
+    signing key (the first one's is what creation stores; the others' are uploads created
+    before a key rotation), or the unkeyed one when no key is configured."""
+    if not keys:
+        return [owner_of(authorization)]
+    return [owner_of(authorization, key) for key in keys]
+
+
+def owned_by(state: UploadState, owner: str | Sequence[str]) -> bool:
+    """Whether ``owner`` (a fingerprint, or several: :func:`owners_of`) is the upload's
+    (constant time)."""
+    candidates = [owner] if isinstance(owner, str) else owner
+    matches = [hmac.compare_digest(state.owner.encode(), c.encode()) for c in candidates]
+    return any(matches)

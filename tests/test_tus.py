@@ -233,3 +233,14 @@ def test_owner_fingerprints() -> None:
     assert tus.owned_by(state(owner=alice), alice)
     assert not tus.owned_by(state(owner=alice), tus.owner_of("Bearer bob"))
     assert not tus.owned_by(state(owner=alice), "")
+
+
+def test_owner_fingerprints_keyed() -> None:
+    keyed = tus.owner_of("Bearer alice", b"key")
+    assert keyed != tus.owner_of("Bearer alice") and len(keyed) == 64
+    assert keyed != tus.owner_of("Bearer alice", b"other key")
+    assert tus.owner_of(None, b"key") == ""
+    owners = tus.owners_of("Bearer alice", [b"new", b"key"])
+    assert owners[1] == keyed and tus.owned_by(state(owner=keyed), owners)
+    assert not tus.owned_by(state(owner=keyed), tus.owners_of("Bearer alice"))
+    assert tus.owners_of("Bearer alice") == [tus.owner_of("Bearer alice")]

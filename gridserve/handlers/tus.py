@@ -25,14 +25,18 @@ r"""Resumable uploads over tus 1.0.0: :class:`TusHandler`, mounted by ``make_app
 
 Who may: the ACL is asked for ``write`` with the upload's file name at creation and at every
 later request; an upload belongs to the credential that created it (a fingerprint of its
-``Authorization`` header, :func:`gridserve.tus.owner_of`), and for any other credential it is
-answered exactly as an unknown id (the ACL asked with the target ``.uploads/<id>``, then 404).
+``Authorization`` header, :func:`gridserve.tus.owner_of`, keyed by the signing key), and for
+any other credential it is answered exactly as an unknown id (the ACL asked with the target
+``.uploads/<id>``, then 404).
 Signed scoped upload URLs are for ``PUT`` only: tus's later requests go to URLs nobody signed.
 
 Policy, as ``PUT``'s: the name normalised (400), its extension (415), the size from
 ``Upload-Length`` (413, ``Tus-Max-Size``), an existing name (409 with ``reject``; ``rename``
-picks the free name at creation), the type from the first bytes as soon as they are known
-(415, and the upload is terminated). An expired upload is terminated and answered 404.
+picks the free name at creation; with either, a file stored under the name while the upload
+was in progress makes its completion 409 and terminates it: never overwritten), the type from
+the first bytes as soon as they are known (415, and the upload is terminated). An expired
+upload is terminated and answered 404. An upload with all its bytes whose completion failed
+or never ran (a crash) is completed by the next ``HEAD``.
 Completion stores the type ``PUT`` would (declared ``filetype``, sniffed head, name) and hands
 the file to the media service (facts, posters). ``--faststart`` does not rewrite tus uploads
 (their bytes are stored as they come); they are flagged as any file is.
@@ -57,7 +61,15 @@ from typing import Any
 import tornado.web
 
 from gridserve import tus
-from gridserve.acl import ACL, AllowReads, Refused, SigningKeys, has_credentials, is_allowed
+from gridserve.acl import (
+    ACL,
+    AllowReads,
+    Refused,
+    SigningKeys,
+    has_credentials,
+    is_allowed,
+    key_list,
+)
 from gridserve.handlers.errors import HTTPErrorWithHeaders
 from gridserve.handlers.files import (
     DEFAULT_LINGER_BYTES,
@@ -67,6 +79,7 @@ from gridserve.handlers.files import (
     describe_file,
     free_name,
     handed_out_url,
+    name_exists,
 )
 from gridserve.handlers.stream import StorageRequestHandler
 from gridserve.media.service import MediaService
@@ -237,14 +250,16 @@ class TusHandler(StorageRequestHandler):
             with contextlib.suppress(UploadNotFound, UploadLocked, StorageUnavailable):
                 await self.storage.terminate_upload(state.id)
             state = None
-        if state is None or not tus.owned_by(state, self._owner()):
+        if state is None or not tus.owned_by(state, self._owners()):
             await self.authorize(f".uploads/{upload_id}")
             raise tornado.web.HTTPError(404)
         await self.authorize(state.name)
         return state
 
-    def _owner(self) -> str:
-        return tus.owner_of(self.request.headers.get("Authorization"))
+    def _owners(self) -> list[str]:
+        """This request's owner fingerprints, the first the one creation stores."""
+        keys = key_list(self.signing_key) if self.signing_key is not None else []
+        return tus.owners_of(self.request.headers.get("Authorization"), keys)
 
     # -- creation --------------------------------------------------------------------------
 
@@ -270,7 +285,7 @@ class TusHandler(StorageRequestHandler):
             state = await self.storage.begin_upload(
                 name,
                 length=creation.length,
-                owner=self._owner(),
+                owner=self._owners()[0],
                 metadata=creation.metadata,
                 expires_at=tus.expires_at(_now(), self.upload_expiry),
             )
@@ -444,12 +459,24 @@ class TusHandler(StorageRequestHandler):
         its URL (``Content-Location``)."""
         content_type = content_type_of(state)
         self.upload_policy.check_type(state.name, content_type)
+        await self._check_still_free(state)
         info = await self.storage.complete_upload(state.id, content_type=content_type)
         if self.media is not None:
             self.media.submit(info)  # facts and posters, off the request path
         url = describe_file(info, self.url_prefix)["url"]
         self.set_header("Content-Location", handed_out_url(self.signing_key, self.request, url))
         return info
+
+    async def _check_still_free(self, state: UploadState) -> None:
+        """With ``on_conflict`` ``reject`` or ``rename``, the name was free at creation; a file
+        stored under it since (a ``PUT``, another upload) is never overwritten nor given a
+        revision by the completion: 409, and the upload is terminated (kept, it would read as
+        finished: a client's ``HEAD`` finds ``Upload-Offset`` equal to ``Upload-Length``)."""
+        if self.upload_policy.on_conflict == "revision":
+            return
+        if await name_exists(self.storage, state.name):
+            await self._terminate_quietly(state.id)
+            raise Rejected(409, f"{state.name} was stored by another request during this upload")
 
     async def _terminate_quietly(self, upload_id: str) -> None:
         with contextlib.suppress(UploadNotFound, UploadLocked, StorageUnavailable):
@@ -465,6 +492,8 @@ class TusHandler(StorageRequestHandler):
     async def head(self, *args: Any) -> None:
         state = self.state
         assert state is not None
+        if state.complete:
+            await self._finish_left_behind(state)
         self.set_header("Upload-Offset", str(state.offset))
         if state.length is None:
             self.set_header("Upload-Defer-Length", "1")
@@ -473,6 +502,22 @@ class TusHandler(StorageRequestHandler):
         if state.metadata:
             self.set_header("Upload-Metadata", tus.format_metadata(state.metadata))
         self.set_header("Upload-Expires", tus.format_expires(state.expires_at))
+
+    async def _finish_left_behind(self, state: UploadState) -> None:
+        """Completes an upload that has all its bytes but is not a file yet: its completion
+        failed (storage unavailable) or never ran (the process stopped after the last append).
+        Answered as it is, a client would read ``Upload-Offset`` equal to ``Upload-Length`` as
+        done and never retry; so the ``HEAD`` it sends to resume finishes it (or answers why
+        not: 409/415 terminate it, 503 keeps it for the next ``HEAD``)."""
+        try:
+            await self._complete(state)
+        except Exception as exc:
+            answer = failure_answer(exc)
+            if answer is None:
+                raise
+            if isinstance(exc, Rejected):
+                await self._terminate_quietly(state.id)
+            raise tornado.web.HTTPError(answer[0], reason=answer[1]) from None
 
     async def delete(self, *args: Any) -> None:
         state = self.state

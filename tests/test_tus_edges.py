@@ -1,0 +1,92 @@
+"""tus over real HTTP, the edges a review found: a name taken during an upload, a completion
+left behind, owner fingerprints keyed by the signing key, limits on deferred lengths and
+announced bodies, metrics. On every storage that takes resumable uploads."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+from collections.abc import AsyncIterator, Callable
+
+import pytest
+import requests
+
+from gridserve.uploads import UploadPolicy
+from tests.livehttp import LiveServer
+from tests.tuslive import (
+    ALICE,
+    BOB,
+    MP4,
+    backend,
+    created,
+    head,
+    left,
+    listed,
+    patch,
+    server,
+    start,
+    users,
+)
+
+__all__ = ["backend", "left", "server", "start", "users"]
+
+
+def upload_id(url: str) -> str:
+    return url.rsplit("/", 1)[1]
+
+
+@pytest.mark.parametrize("policy", ["reject", "rename"])
+def test_a_name_taken_during_the_upload_is_never_overwritten(
+    start: Callable[..., LiveServer], left: Callable[[], int], policy: str
+) -> None:
+    server = start(upload_policy=UploadPolicy(on_conflict=policy))  # type: ignore[arg-type]
+    url = created(server, name="taken.mp4")
+    assert patch(url, 0, MP4[:1000]).status_code == 204
+    other = requests.put(server.url("/fs/taken.mp4"), headers=ALICE, data=b"other", timeout=30)
+    assert other.status_code in (200, 201), other.text
+    last = patch(url, 1000, MP4[1000:])
+    assert last.status_code == 409, last.text
+    assert "taken.mp4" in last.reason
+    assert last.headers["Tus-Resumable"] == "1.0.0"
+    assert requests.get(server.url("/fs/taken.mp4"), timeout=30).content == b"other"
+    assert listed(server).count("taken.mp4") == 1
+    assert head(url).status_code == 404  # terminated: no upload reads as finished
+    assert requests.delete(server.url("/fs/taken.mp4"), headers=ALICE, timeout=30).ok
+    assert left() == 0
+
+
+def test_head_completes_an_upload_whose_completion_never_ran(server: LiveServer) -> None:
+    url = created(server, name="crashed.mp4")
+    assert patch(url, 0, MP4[:1000]).status_code == 204
+
+    async def append_rest() -> None:  # what a process stopped after its last append leaves
+        async def body() -> AsyncIterator[bytes]:
+            yield MP4[1000:]
+
+        await server.storage.append_upload(upload_id(url), 1000, body())
+
+    server.run_coroutine(append_rest())
+    assert requests.get(server.url("/fs/crashed.mp4"), timeout=30).status_code == 404
+    resumed = head(url)  # what every client sends to resume
+    assert resumed.status_code == 200, resumed.text
+    assert resumed.headers["Upload-Offset"] == str(len(MP4))
+    assert resumed.headers["Content-Location"].startswith("/fs/")
+    assert requests.get(server.url("/fs/crashed.mp4"), timeout=30).content == MP4
+
+
+def test_owner_fingerprint_is_keyed_by_the_signing_key_and_survives_rotation(
+    start: Callable[..., LiveServer],
+) -> None:
+    first = start(signing_key="old key")
+    url = created(first, name="keyed.mp4")
+    stored = first.run_coroutine(first.storage.upload_state(upload_id(url)))
+    message = b"gridserve tus owner\x00Bearer alice"
+    assert stored.owner != hashlib.sha256(message).hexdigest()  # no offline guessing
+    assert stored.owner == hmac.new(b"old key", message, hashlib.sha256).hexdigest()
+    assert head(url, user=BOB).status_code == 404
+    rotated = start(signing_key=["new key", "old key"])  # the same storage, keys rotated
+    moved = rotated.url("/fs/.uploads/" + upload_id(url))
+    assert head(moved).status_code == 200
+    assert head(moved, user=BOB).status_code == 404
+    assert patch(moved, 0, MP4).status_code == 204
+    assert requests.get(rotated.url("/fs/keyed.mp4"), timeout=30).content == MP4
