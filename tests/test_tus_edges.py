@@ -4,8 +4,11 @@ announced bodies, metrics. On every storage that takes resumable uploads."""
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import hmac
+import socket
+import time
 from collections.abc import AsyncIterator, Callable
 
 import pytest
@@ -71,6 +74,7 @@ def test_head_completes_an_upload_whose_completion_never_ran(server: LiveServer)
     assert resumed.status_code == 200, resumed.text
     assert resumed.headers["Upload-Offset"] == str(len(MP4))
     assert resumed.headers["Content-Location"].startswith("/fs/")
+    assert "Upload-Expires" not in resumed.headers
     assert requests.get(server.url("/fs/crashed.mp4"), timeout=30).content == MP4
 
 
@@ -90,3 +94,55 @@ def test_owner_fingerprint_is_keyed_by_the_signing_key_and_survives_rotation(
     assert head(moved, user=BOB).status_code == 404
     assert patch(moved, 0, MP4).status_code == 204
     assert requests.get(rotated.url("/fs/keyed.mp4"), timeout=30).content == MP4
+
+
+def raw_request(server: LiveServer, request: bytes, cut: bool = False) -> bytes:
+    """Sends ``request`` on a fresh connection; returns what the server answers within a
+    second, or nothing when ``cut`` (the client hangs up after sending)."""
+    with socket.create_connection(("127.0.0.1", server.port)) as sock:
+        sock.sendall(request)
+        if cut:
+            time.sleep(0.3)
+            return b""
+        sock.settimeout(1.0)
+        answer = b""
+        try:
+            while chunk := sock.recv(65536):
+                answer += chunk
+        except TimeoutError:
+            pass
+        return answer
+
+
+def patch_head(url: str, offset: int, length: int, *extra: str) -> bytes:
+    path = "/" + url.split("/", 3)[3]
+    lines = [
+        f"PATCH {path} HTTP/1.1",
+        "Host: 127.0.0.1",
+        "Tus-Resumable: 1.0.0",
+        "Authorization: Bearer alice",
+        "Content-Type: application/offset+octet-stream",
+        f"Upload-Offset: {offset}",
+        f"Content-Length: {length}",
+        *extra,
+    ]
+    return ("\r\n".join(lines) + "\r\n\r\n").encode()
+
+
+def test_a_patch_announcing_too_much_is_413_before_100_continue(server: LiveServer) -> None:
+    url = created(server, name="small.mp4", length=5000)
+    answer = raw_request(server, patch_head(url, 0, 5001, "Expect: 100-continue"))
+    assert answer.startswith(b"HTTP/1.1 413 "), answer[:80]  # no 100: the body is never sent
+    assert b"\r\nTus-Resumable: 1.0.0\r\n" in answer
+    assert head(url).headers["Upload-Offset"] == "0"
+
+
+def test_a_patch_with_a_checksum_cut_short_keeps_nothing(server: LiveServer) -> None:
+    url = created(server, name="summed.mp4")
+    part = MP4[:20000]
+    digest = base64.b64encode(hashlib.sha1(part).digest()).decode()
+    request = patch_head(url, 0, len(part), f"Upload-Checksum: sha1 {digest}")
+    raw_request(server, request + part[:12000], cut=True)
+    time.sleep(0.5)
+    assert head(url).headers["Upload-Offset"] == "0"  # unverifiable bytes are not kept
+    assert patch(url, 0, MP4).status_code == 204

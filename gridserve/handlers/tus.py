@@ -501,7 +501,8 @@ class TusHandler(StorageRequestHandler):
             self.set_header("Upload-Length", str(state.length))
         if state.metadata:
             self.set_header("Upload-Metadata", tus.format_metadata(state.metadata))
-        self.set_header("Upload-Expires", tus.format_expires(state.expires_at))
+        if not state.complete:  # a finished upload no longer expires
+            self.set_header("Upload-Expires", tus.format_expires(state.expires_at))
 
     async def _finish_left_behind(self, state: UploadState) -> None:
         """Completes an upload that has all its bytes but is not a file yet: its completion
