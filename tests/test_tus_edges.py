@@ -20,6 +20,7 @@ from tests.tuslive import (
     ALICE,
     BOB,
     MP4,
+    TUS,
     backend,
     created,
     head,
@@ -146,3 +147,30 @@ def test_a_patch_with_a_checksum_cut_short_keeps_nothing(server: LiveServer) -> 
     time.sleep(0.5)
     assert head(url).headers["Upload-Offset"] == "0"  # unverifiable bytes are not kept
     assert patch(url, 0, MP4).status_code == 204
+
+
+def test_unknown_foreign_expired_and_terminated_answer_byte_for_byte_alike(
+    start: Callable[..., LiveServer],
+) -> None:
+    server = start(upload_expiry=2.0)
+    expired = created(server, name="old.mp4")
+    time.sleep(2.5)
+    foreign = created(server, name="alice.mp4")
+    terminated = created(server, name="gone.mp4")
+    assert requests.delete(terminated, headers={**TUS, **ALICE}, timeout=30).status_code == 204
+    unknown = foreign[:-4] + ("AAAA" if not foreign.endswith("AAAA") else "BBBB")
+    cases = [(expired, ALICE), (foreign, BOB), (terminated, ALICE), (unknown, ALICE)]
+    for method in ("HEAD", "PATCH", "DELETE"):
+        answers = set()
+        for url, user in cases:
+            headers = {**TUS, **user, "Content-Type": "application/offset+octet-stream"}
+            answer = requests.request(
+                method, url, headers={**headers, "Upload-Offset": "0"}, data=b"x", timeout=30
+            )
+            seen = {k: v for k, v in answer.headers.items() if k != "Date"}
+            answers.add(
+                (answer.status_code, answer.reason, answer.content, tuple(sorted(seen.items())))
+            )
+        assert len(answers) == 1, (method, answers)
+        status, _, _, headers_seen = answers.pop()
+        assert status == 404 and ("Tus-Resumable", "1.0.0") in headers_seen
