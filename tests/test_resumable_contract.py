@@ -534,3 +534,13 @@ async def test_wrappers_delegate_to_the_writable_storage(
             await storage.upload_state(doomed.id)
     finally:
         await storage.close()
+
+
+async def test_completion_under_another_name(storage: Storage) -> None:
+    state = await begin(storage, "show/asked.mp4", length=len(b"renamed bytes"))
+    state = await append(storage, state, b"renamed bytes")
+    info = await storage.complete_upload(state.id, name="show/asked (2).mp4")
+    assert info.filename == "show/asked (2).mp4"
+    assert await read_all(storage, await storage.resolve("show/asked (2).mp4")) == b"renamed bytes"
+    with pytest.raises(FileNotFound):
+        await storage.resolve("show/asked.mp4")

@@ -11,7 +11,6 @@ import socket
 import time
 from collections.abc import AsyncIterator, Callable
 
-import pytest
 import requests
 
 from gridserve.uploads import UploadPolicy
@@ -39,11 +38,10 @@ def upload_id(url: str) -> str:
     return url.rsplit("/", 1)[1]
 
 
-@pytest.mark.parametrize("policy", ["reject", "rename"])
 def test_a_name_taken_during_the_upload_is_never_overwritten(
-    start: Callable[..., LiveServer], left: Callable[[], int], policy: str
+    start: Callable[..., LiveServer], left: Callable[[], int]
 ) -> None:
-    server = start(upload_policy=UploadPolicy(on_conflict=policy))  # type: ignore[arg-type]
+    server = start(upload_policy=UploadPolicy(on_conflict="reject"))
     url = created(server, name="taken.mp4")
     assert patch(url, 0, MP4[:1000]).status_code == 204
     other = requests.put(server.url("/fs/taken.mp4"), headers=ALICE, data=b"other", timeout=30)
@@ -57,6 +55,22 @@ def test_a_name_taken_during_the_upload_is_never_overwritten(
     assert head(url).status_code == 404  # terminated: no upload reads as finished
     assert requests.delete(server.url("/fs/taken.mp4"), headers=ALICE, timeout=30).ok
     assert left() == 0
+
+
+def test_rename_picks_a_free_name_at_completion_when_its_own_was_taken(
+    start: Callable[..., LiveServer],
+) -> None:
+    server = start(upload_policy=UploadPolicy(on_conflict="rename"))
+    url = created(server, name="show/taken.mp4")
+    assert patch(url, 0, MP4[:1000]).status_code == 204
+    other = requests.put(server.url("/fs/show/taken.mp4"), headers=ALICE, data=b"x", timeout=30)
+    assert other.status_code in (200, 201), other.text
+    last = patch(url, 1000, MP4[1000:])
+    assert last.status_code == 204, last.text
+    assert requests.get(server.url(last.headers["Content-Location"]), timeout=30).content == MP4
+    assert requests.get(server.url("/fs/show/taken (2).mp4"), timeout=30).content == MP4
+    assert requests.get(server.url("/fs/show/taken.mp4"), timeout=30).content == b"x"
+    assert head(url).status_code == 404  # completed
 
 
 def test_head_completes_an_upload_whose_completion_never_ran(server: LiveServer) -> None:

@@ -32,11 +32,12 @@ Signed scoped upload URLs are for ``PUT`` only: tus's later requests go to URLs 
 
 Policy, as ``PUT``'s: the name normalised (400), its extension (415), the size from
 ``Upload-Length`` (413, ``Tus-Max-Size``), an existing name (409 with ``reject``; ``rename``
-picks the free name at creation; with either, a file stored under the name while the upload
-was in progress makes its completion 409 and terminates it: never overwritten), the type from
-the first bytes as soon as they are known (415, and the upload is terminated). An expired
-upload is terminated and answered 404. An upload with all its bytes whose completion failed
-or never ran (a crash) is completed by the next ``HEAD``.
+picks the free name at creation; a file stored under the name while the upload was in
+progress is never overwritten: ``reject`` makes the completion 409 and terminates the upload,
+``rename`` picks a free name again at completion), the type from the first bytes as soon as
+they are known (415, and the upload is terminated). An expired upload is terminated and
+answered 404. An upload with all its bytes whose completion failed or never ran (a crash) is
+completed by the next ``HEAD``.
 Completion stores the type ``PUT`` would (declared ``filetype``, sniffed head, name) and hands
 the file to the media service (facts, posters). ``--faststart`` does not rewrite tus uploads
 (their bytes are stored as they come); they are flagged as any file is.
@@ -459,24 +460,39 @@ class TusHandler(StorageRequestHandler):
         its URL (``Content-Location``)."""
         content_type = content_type_of(state)
         self.upload_policy.check_type(state.name, content_type)
-        await self._check_still_free(state)
-        info = await self.storage.complete_upload(state.id, content_type=content_type)
+        name = await self._final_name(state)
+        info = await self.storage.complete_upload(
+            state.id, content_type=content_type, name=None if name == state.name else name
+        )
         if self.media is not None:
             self.media.submit(info)  # facts and posters, off the request path
         url = describe_file(info, self.url_prefix)["url"]
         self.set_header("Content-Location", handed_out_url(self.signing_key, self.request, url))
         return info
 
-    async def _check_still_free(self, state: UploadState) -> None:
-        """With ``on_conflict`` ``reject`` or ``rename``, the name was free at creation; a file
-        stored under it since (a ``PUT``, another upload) is never overwritten nor given a
-        revision by the completion: 409, and the upload is terminated (kept, it would read as
-        finished: a client's ``HEAD`` finds ``Upload-Offset`` equal to ``Upload-Length``)."""
-        if self.upload_policy.on_conflict == "revision":
-            return
-        if await name_exists(self.storage, state.name):
+    async def _final_name(self, state: UploadState) -> str:
+        """The name the finished upload is stored under. With ``on_conflict`` ``reject`` or
+        ``rename`` its name was free at creation; a file stored under it since (a ``PUT``,
+        another upload) is never overwritten nor given a revision: ``rename`` picks the first
+        free name now (as ``PUT`` would have), ``reject`` answers 409 and terminates the upload
+        (kept, it would read as finished: a client's ``HEAD`` finds ``Upload-Offset`` equal to
+        ``Upload-Length``)."""
+        policy = self.upload_policy
+        if policy.on_conflict == "revision" or not await name_exists(self.storage, state.name):
+            return state.name
+        if policy.on_conflict == "reject":
             await self._terminate_quietly(state.id)
             raise Rejected(409, f"{state.name} was stored by another request during this upload")
+        requested = state.metadata.get("filename")
+        try:
+            original = sanitize_name(requested) if requested else state.name
+        except Rejected:
+            original = state.name
+        try:
+            return await free_name(self.storage, policy, original)
+        except Rejected:
+            await self._terminate_quietly(state.id)  # 1000 renamed copies exist
+            raise
 
     async def _terminate_quietly(self, upload_id: str) -> None:
         with contextlib.suppress(UploadNotFound, UploadLocked, StorageUnavailable):

@@ -103,8 +103,9 @@ completes. Defaults: a storage that takes none (``begin_upload`` raises NotImple
     :class:`ChecksumMismatch` raised. Without one, if ``chunks`` raises (client gone) the bytes
     received up to then are kept, the offset advanced to them, and the error re-raised.
     ``expires_at`` (when given) replaces the stored expiry.
-``complete_upload(upload_id, *, content_type=None, metadata=None) -> FileInfo``
-    Once ``offset == length``: makes it a file under its name exactly as ``save`` would (a new
+``complete_upload(upload_id, *, content_type=None, metadata=None, name=None) -> FileInfo``
+    Once ``offset == length``: makes it a file under its name (or ``name``, a normalised name
+    the caller picked instead: its own was taken meanwhile) exactly as ``save`` would (a new
     revision on GridFS, replacing on local and S3; ``md5`` and ``metadata.sha256`` of the whole
     content; ``content_type`` and ``metadata`` stored), atomically, and forgets the upload.
     :class:`UploadConflict` if it is not complete.
@@ -431,6 +432,7 @@ class Storage(abc.ABC):
         *,
         content_type: str | None = None,
         metadata: Mapping[str, Any] | None = None,
+        name: str | None = None,
     ) -> FileInfo:
         raise _no_upload(upload_id)
 

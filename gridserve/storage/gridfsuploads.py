@@ -228,6 +228,7 @@ class GridFSResumableUploads:
         *,
         content_type: str | None = None,
         metadata: Mapping[str, Any] | None = None,
+        name: str | None = None,
     ) -> FileInfo:
         lease = await self._take_lease(upload_id, None, writing=False)
         record = lease.record
@@ -243,7 +244,7 @@ class GridFSResumableUploads:
             if digests is None:
                 digests = await self._digests_of_chunks(files_id, length, size)
             doc = new_file_document(
-                files_id, record["name"], length, size, digests, metadata, content_type
+                files_id, name or record["name"], length, size, digests, metadata, content_type
             )
             try:
                 await settle(self.files.insert_one(doc))

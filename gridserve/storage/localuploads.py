@@ -151,6 +151,7 @@ class LocalUploads:
         *,
         content_type: str | None = None,
         metadata: Mapping[str, Any] | None = None,
+        name: str | None = None,
     ) -> FileInfo:
         json_path, bin_path = self._upload_paths(upload_id)
         fd = await _disk(self._io(_lock, bin_path))
@@ -158,7 +159,7 @@ class LocalUploads:
             state = await _disk(self._io(self._read_state, json_path, bin_path, with_head=False))
             if state.length is None or not state.complete:
                 raise UploadConflict(f"{state.offset} of {state.length} bytes: not complete")
-            relative = self._relative(state.name)
+            relative = self._relative(name or state.name)
             target = self._content_path(relative)
             size = os.fstat(fd).st_size
             if size < state.length:

@@ -49,6 +49,7 @@ class S3Completion(S3Uploads):
         *,
         content_type: str | None = None,
         metadata: Mapping[str, Any] | None = None,
+        name: str | None = None,
     ) -> FileInfo:
         if not UPLOAD_ID.fullmatch(upload_id):
             raise UploadNotFound(upload_id)
@@ -57,7 +58,7 @@ class S3Completion(S3Uploads):
             state = record.state
             if not state.complete:
                 raise UploadConflict(f"upload {upload_id} is at {state.offset} of {state.length}")
-            final = self._object_key(state.name)
+            final = self._object_key(name or state.name)
             extra: dict[str, Any] = {
                 "Metadata": {"gridserve": json.dumps(dict(metadata or {}), separators=(",", ":"))}
             }
@@ -89,7 +90,7 @@ class S3Completion(S3Uploads):
                     raise UploadNotFound(upload_id) from exc
             await self._remove(upload_id, record.multipart if not record.staged else None)
             self.running_digests.forget(record.digests_key)
-        return await self.resolve(state.name)
+        return await self.resolve(name or state.name)
 
     async def _stage(self, record: UploadRecord) -> None:
         """Sends the tail as the last part and completes the multipart upload onto the
