@@ -53,7 +53,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 import re
 from collections.abc import AsyncIterator
 from datetime import datetime, timezone
@@ -76,67 +75,29 @@ from gridserve.handlers.files import (
     DEFAULT_LINGER_BYTES,
     UNLIMITED_BODY,
     BodyChannel,
-    UploadAborted,
     describe_file,
     free_name,
     handed_out_url,
-    name_exists,
 )
 from gridserve.handlers.stream import StorageRequestHandler
+from gridserve.handlers.tuscomplete import completion_name, content_type_of, failure_answer
 from gridserve.media.service import MediaService
 from gridserve.storage.base import (
     FileInfo,
-    InsufficientStorage,
     InvalidKey,
     Storage,
     StorageUnavailable,
 )
 from gridserve.storage.resumable import (
     HEAD_BYTES,
-    ChecksumMismatch,
-    UploadConflict,
     UploadLocked,
     UploadNotFound,
     UploadState,
 )
 from gridserve.uploads import Rejected, UploadPolicy, decide_content_type, sanitize_name, sniff
 
-log = logging.getLogger("gridserve.tus")
-
 _ID_RE = re.compile(r"[A-Za-z0-9_-]{1,64}")
 _OVERRIDABLE = ("PATCH", "DELETE")
-
-
-def failure_answer(exc: BaseException) -> tuple[int, str] | None:
-    """The status and reason for an append or completion that failed with ``exc``; None for a
-    failure that is a bug (a 500)."""
-    if isinstance(exc, tus.TusError | Rejected):
-        return exc.status, exc.reason
-    if isinstance(exc, UploadNotFound):
-        return 404, "Not Found"
-    if isinstance(exc, UploadConflict):
-        return 409, str(exc) or "Conflict"
-    if isinstance(exc, UploadLocked):
-        return 423, "Locked: another request is appending to this upload"
-    if isinstance(exc, ChecksumMismatch):
-        return tus.CHECKSUM_MISMATCH, "Checksum Mismatch"
-    if isinstance(exc, InvalidKey):
-        return 400, str(exc)
-    if isinstance(exc, InsufficientStorage):
-        log.warning("tus upload refused, storage full: %.300s", exc)
-        return 507, "Insufficient Storage"
-    if isinstance(exc, StorageUnavailable):
-        log.warning("tus upload failed, storage unavailable: %.300s", exc)
-        return 503, "Storage unavailable"
-    if isinstance(exc, UploadAborted):
-        return 499, str(exc)
-    return None
-
-
-def content_type_of(state: UploadState) -> str:
-    """What a finished upload is stored as: what ``PUT`` decides from the declared type
-    (``filetype``), the first bytes and the name."""
-    return decide_content_type(state.metadata.get("filetype"), sniff(state.head), state.name)
 
 
 @tornado.web.stream_request_body
@@ -471,27 +432,13 @@ class TusHandler(StorageRequestHandler):
         return info
 
     async def _final_name(self, state: UploadState) -> str:
-        """The name the finished upload is stored under. With ``on_conflict`` ``reject`` or
-        ``rename`` its name was free at creation; a file stored under it since (a ``PUT``,
-        another upload) is never overwritten nor given a revision: ``rename`` picks the first
-        free name now (as ``PUT`` would have), ``reject`` answers 409 and terminates the upload
-        (kept, it would read as finished: a client's ``HEAD`` finds ``Upload-Offset`` equal to
-        ``Upload-Length``)."""
-        policy = self.upload_policy
-        if policy.on_conflict == "revision" or not await name_exists(self.storage, state.name):
-            return state.name
-        if policy.on_conflict == "reject":
+        """:func:`~gridserve.handlers.tuscomplete.completion_name`; the upload is terminated
+        when it refuses (``reject``): kept, it would read as finished (a client's ``HEAD``
+        finds ``Upload-Offset`` equal to ``Upload-Length``) though no file exists."""
+        try:
+            return await completion_name(self.storage, self.upload_policy, state)
+        except Rejected:
             await self._terminate_quietly(state.id)
-            raise Rejected(409, f"{state.name} was stored by another request during this upload")
-        requested = state.metadata.get("filename")
-        try:
-            original = sanitize_name(requested) if requested else state.name
-        except Rejected:
-            original = state.name
-        try:
-            return await free_name(self.storage, policy, original)
-        except Rejected:
-            await self._terminate_quietly(state.id)  # 1000 renamed copies exist
             raise
 
     async def _terminate_quietly(self, upload_id: str) -> None:

@@ -1,0 +1,71 @@
+"""What the completion of a tus upload decides, apart from HTTP: the type it is stored as,
+the name it is stored under, and the answer for an append or completion that failed.
+Used by :mod:`gridserve.handlers.tus`."""
+
+from __future__ import annotations
+
+import logging
+
+from gridserve import tus
+from gridserve.handlers.files import UploadAborted, free_name, name_exists
+from gridserve.storage.base import InsufficientStorage, InvalidKey, Storage, StorageUnavailable
+from gridserve.storage.resumable import (
+    ChecksumMismatch,
+    UploadConflict,
+    UploadLocked,
+    UploadNotFound,
+    UploadState,
+)
+from gridserve.uploads import Rejected, UploadPolicy, decide_content_type, sanitize_name, sniff
+
+log = logging.getLogger("gridserve.tus")
+
+
+def failure_answer(exc: BaseException) -> tuple[int, str] | None:
+    """The status and reason for an append or completion that failed with ``exc``; None for a
+    failure that is a bug (a 500)."""
+    if isinstance(exc, tus.TusError | Rejected):
+        return exc.status, exc.reason
+    if isinstance(exc, UploadNotFound):
+        return 404, "Not Found"
+    if isinstance(exc, UploadConflict):
+        return 409, str(exc) or "Conflict"
+    if isinstance(exc, UploadLocked):
+        return 423, "Locked: another request is appending to this upload"
+    if isinstance(exc, ChecksumMismatch):
+        return tus.CHECKSUM_MISMATCH, "Checksum Mismatch"
+    if isinstance(exc, InvalidKey):
+        return 400, str(exc)
+    if isinstance(exc, InsufficientStorage):
+        log.warning("tus upload refused, storage full: %.300s", exc)
+        return 507, "Insufficient Storage"
+    if isinstance(exc, StorageUnavailable):
+        log.warning("tus upload failed, storage unavailable: %.300s", exc)
+        return 503, "Storage unavailable"
+    if isinstance(exc, UploadAborted):
+        return 499, str(exc)
+    return None
+
+
+def content_type_of(state: UploadState) -> str:
+    """What a finished upload is stored as: what ``PUT`` decides from the declared type
+    (``filetype``), the first bytes and the name."""
+    return decide_content_type(state.metadata.get("filetype"), sniff(state.head), state.name)
+
+
+async def completion_name(storage: Storage, policy: UploadPolicy, state: UploadState) -> str:
+    """The name the finished upload ``state`` is stored under. With ``on_conflict``
+    ``reject`` or ``rename`` its name was free at creation; a file stored under it since (a
+    ``PUT``, another upload) is never overwritten nor given a revision: ``rename`` picks the
+    first free name now, from the name asked for (as ``PUT`` would have), ``reject`` raises
+    :class:`~gridserve.uploads.Rejected` 409 (so does ``rename`` past 1000 copies)."""
+    if policy.on_conflict == "revision" or not await name_exists(storage, state.name):
+        return state.name
+    if policy.on_conflict == "reject":
+        raise Rejected(409, f"{state.name} was stored by another request during this upload")
+    requested = state.metadata.get("filename")
+    try:
+        original = sanitize_name(requested) if requested else state.name
+    except Rejected:
+        original = state.name
+    return await free_name(storage, policy, original)
