@@ -8,8 +8,9 @@ import base64
 import hashlib
 import hmac
 import socket
+import threading
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 
 import requests
 
@@ -19,6 +20,7 @@ from tests.tuslive import (
     ALICE,
     BOB,
     MP4,
+    OCTETS,
     TUS,
     backend,
     created,
@@ -188,3 +190,37 @@ def test_unknown_foreign_expired_and_terminated_answer_byte_for_byte_alike(
         assert len(answers) == 1, (method, answers)
         status, _, _, headers_seen = answers.pop()
         assert status == 404 and ("Tus-Resumable", "1.0.0") in headers_seen
+
+
+def test_an_upload_past_its_expiry_while_a_patch_appends_is_not_gone(
+    start: Callable[..., LiveServer],
+) -> None:
+    server = start(upload_expiry=2.0)
+    url = created(server, name="long.mp4")
+    started, release = threading.Event(), threading.Event()
+    outcome: dict[str, int] = {}
+
+    def slow_body() -> Iterator[bytes]:
+        yield MP4[:1000]
+        started.set()
+        release.wait(30)
+        yield MP4[1000:]
+
+    def first() -> None:
+        headers = {**TUS, **ALICE, **OCTETS, "Upload-Offset": "0"}
+        outcome["first"] = requests.patch(
+            url, headers=headers, data=slow_body(), timeout=60
+        ).status_code
+
+    thread = threading.Thread(target=first)
+    thread.start()
+    try:
+        assert started.wait(20)
+        time.sleep(3.0)  # past the expiry stored at creation, the PATCH still appending
+        assert head(url).status_code == 200  # not 404: a client would start again from zero
+        assert patch(url, 0, MP4[:10]).status_code == 423
+    finally:
+        release.set()
+        thread.join(60)
+    assert outcome["first"] == 204
+    assert requests.get(server.url("/fs/long.mp4"), timeout=30).content == MP4

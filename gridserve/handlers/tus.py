@@ -209,9 +209,13 @@ class TusHandler(StorageRequestHandler):
             except StorageUnavailable as exc:
                 raise self.storage_http_error(exc) from None
         if state is not None and tus.is_expired(state, _now()):
-            with contextlib.suppress(UploadNotFound, UploadLocked, StorageUnavailable):
+            try:
                 await self.storage.terminate_upload(state.id)
-            state = None
+                state = None
+            except UploadLocked:
+                pass  # a PATCH is appending: it renews the expiry (this request: 423 or 200)
+            except (UploadNotFound, StorageUnavailable):
+                state = None
         if state is None or not tus.owned_by(state, self._owners()):
             await self.authorize(f".uploads/{upload_id}")
             raise tornado.web.HTTPError(404)
