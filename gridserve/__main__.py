@@ -1,0 +1,7 @@
+"""``python -m gridserve``: the ``gridserve`` command."""
+
+import sys
+
+from gridserve.cli import main
+
+sys.exit(main())
