@@ -117,6 +117,34 @@ def test_help_lists_the_flags() -> None:
         assert flag in result.stdout
 
 
+@pytest.mark.parametrize("module", ["gridserve", "gridserve.cli"])
+def test_every_entry_point_runs_the_same_command(module: str) -> None:
+    """``python -m gridserve``, ``python -m gridserve.cli`` and the console script agree."""
+    env = {**os.environ, "COLUMNS": "100"}
+    script = Path(sys.executable).with_name("gridserve")
+    ran = [
+        subprocess.run(command, capture_output=True, text=True, env=env, timeout=30, check=False)
+        for command in ([sys.executable, "-m", module, "--help"], [str(script), "--help"])
+    ]
+    assert ran[0].returncode == ran[1].returncode == 0
+    assert ran[0].stdout == ran[1].stdout
+    assert "usage: gridserve" in ran[0].stdout
+
+
+def test_old_command_module_names_are_the_new_modules() -> None:
+    import gridserve.cli.fsck
+    import gridserve.cli.migrate
+    import gridserve.cli.probe
+    import gridserve.cli_fsck
+    import gridserve.cli_migrate
+    import gridserve.cli_probe
+
+    assert gridserve.cli_fsck is gridserve.cli.fsck
+    assert gridserve.cli_migrate is gridserve.cli.migrate
+    assert gridserve.cli_probe is gridserve.cli.probe
+    assert gridserve.cli_probe.media_service is gridserve.cli.probe.media_service
+
+
 def test_serve_without_storage_uses_the_local_default(tmp_path: Path) -> None:
     port = free_port()
     process = subprocess.Popen(
