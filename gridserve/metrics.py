@@ -20,7 +20,11 @@ application without it records nothing.
 
 With ``--processes N`` the daemon calls :func:`enable_multiprocess` before forking: every
 worker then writes its values to files in a private directory (prometheus_client's
-multiprocess mode) and :meth:`Metrics.render`, whichever worker runs it, sums them all.
+multiprocess mode) and :meth:`Metrics.render`, whichever worker runs it, sums them all. The
+chunk cache keeps plain ints, which no file holds: each worker copies its caches' counters
+into metrics of those files (:meth:`Metrics.publish`) when one of its requests ends and before
+it renders, so a scrape sums every worker's cache as of its last request (a stream still
+running counts once it ends; ``gridserve_cache_bytes`` sums the live workers only).
 """
 
 from __future__ import annotations
@@ -45,7 +49,7 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from prometheus_client.registry import Collector
 
 if TYPE_CHECKING:
-    from gridserve.storage.cache import CachedStorage
+    from gridserve.storage.cache import CachedStorage, CacheStats
 
 CONTENT_TYPE = CONTENT_TYPE_LATEST
 KNOWN_METHODS = frozenset(
@@ -130,13 +134,26 @@ class Metrics:
             registry=r,
         )
         self._caches: list[CachedStorage] = []
+        self._publishers: list[_CachePublisher] = []
+        self._cache_metrics: _CacheMetrics | None = None
 
     def watch_cache(self, cache: CachedStorage) -> None:
         """Exports ``cache``'s counters; its reads of the storage it wraps are the storage
         reads (what the handlers take from the cache is not)."""
-        self.registry.register(_CacheCollector(cache))
+        if multiprocess_dir():
+            if self._cache_metrics is None:
+                self._cache_metrics = _CacheMetrics(self.registry)
+            self._publishers.append(_CachePublisher(cache, self._cache_metrics))
+        else:
+            self.registry.register(_CacheCollector(cache))
         cache.on_storage_read = self.storage_read_bytes.labels(storage_kind(cache.inner)).inc
         self._caches.append(cache)
+
+    def publish(self) -> None:
+        """Copies the watched caches' counters into the metrics every worker's scrape sums
+        (``--processes N``); does nothing in a single process, where a scrape reads them."""
+        for publisher in self._publishers:
+            publisher.publish()
 
     def storage_read_counter(self, storage: object) -> Callable[[int], object]:
         """What a handler calls with the size of each piece it reads from ``storage``."""
@@ -161,6 +178,7 @@ class Metrics:
         """The values of every process of the daemon (of this one when it runs alone)."""
         directory = multiprocess_dir()
         if directory:
+            self.publish()
             merged = CollectorRegistry()
             multiprocess.MultiProcessCollector(merged, directory)  # type: ignore[no-untyped-call]
             return generate_latest(merged)
@@ -189,3 +207,48 @@ class _CacheCollector(Collector):
             "gridserve_cache_evictions", "Cache blocks evicted", stats.evictions
         )
         yield GaugeMetricFamily("gridserve_cache_bytes", "Bytes held by the cache", stats.bytes)
+
+
+class _CacheMetrics:
+    """The chunk caches' counters as metrics whose values live in the multiprocess files."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        r = registry
+        self.hits = Counter(
+            "gridserve_cache_hits", "Cache blocks served without a storage read", registry=r
+        )
+        self.misses = Counter(
+            "gridserve_cache_misses", "Cache blocks read from the storage", registry=r
+        )
+        self.evictions = Counter("gridserve_cache_evictions", "Cache blocks evicted", registry=r)
+        self.bytes = Gauge(
+            "gridserve_cache_bytes",
+            "Bytes held by the cache",
+            registry=r,
+            multiprocess_mode="livesum",
+        )
+
+
+class _CachePublisher:
+    """Adds what one cache counted since the last :meth:`publish` to :class:`_CacheMetrics`."""
+
+    def __init__(self, cache: CachedStorage, metrics: _CacheMetrics) -> None:
+        self._cache = cache
+        self._metrics = metrics
+        self._sent: CacheStats | None = None
+
+    def publish(self) -> None:
+        stats = self._cache.stats()
+        sent = self._sent
+        if sent == stats:
+            return
+        m = self._metrics
+        for counter, now, before in (
+            (m.hits, stats.hits, sent.hits if sent else 0),
+            (m.misses, stats.misses, sent.misses if sent else 0),
+            (m.evictions, stats.evictions, sent.evictions if sent else 0),
+        ):
+            if now > before:
+                counter.inc(now - before)
+        m.bytes.inc(stats.bytes - (sent.bytes if sent else 0))
+        self._sent = stats

@@ -9,9 +9,11 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import gridfs
 import pytest
 import requests
 
+from tests.conftest import SyncDB
 from tests.test_daemon import Daemon
 
 DEADLINE = 20.0
@@ -168,5 +170,60 @@ def test_metrics_add_up_every_worker_and_name_the_one_that_answered(
         # Before: each scrape showed one worker's count only (1, 3, 1 ...).
         assert 'gridserve_requests_total{method="GET",status="200"} 20.0' in response.text
         assert "gridserve_streams_in_flight 0.0" in response.text
+    code, stderr = daemon.stop()
+    assert code == 0, stderr
+
+
+def cache_counts(text: str) -> dict[str, float]:
+    """The chunk cache's metrics in a scrape (absent ones missing)."""
+    found = re.findall(
+        r"^(gridserve_cache_\w+|gridserve_storage_read_bytes_total)\S* (\S+)$", text, re.M
+    )
+    return {name: float(value) for name, value in found}
+
+
+def test_cache_metrics_add_up_every_worker(
+    mongo_uri: str, db_name: str, sync_db: SyncDB, daemons: list[Daemon]
+) -> None:
+    chunk = 16 * 1024
+    data = os.urandom(5 * chunk)
+    gridfs.GridFSBucket(sync_db, chunk_size_bytes=chunk).upload_from_stream("clip.webm", data)
+    daemon = Daemon(
+        "--storage", mongo_uri + db_name, "--processes", "2", "--chunk-cache", "1M", "--no-ui"
+    )
+    daemons.append(daemon)
+    pids = workers(daemon, 2)
+    # Each worker has its own cache: the first read in a worker misses the 5 blocks, every
+    # later one hits them. Read (a new connection each time) until both workers have.
+    made = 0
+    deadline = time.monotonic() + DEADLINE
+    while True:
+        assert requests.get(daemon.url("/fs/clip.webm"), timeout=10).content == data
+        made += 1
+        while True:  # a worker publishes when its request ends, just after the client has it
+            counts = cache_counts(requests.get(daemon.url("/metrics"), timeout=10).text)
+            seen = counts.get("gridserve_cache_hits_total", 0) + counts.get(
+                "gridserve_cache_misses_total", 0
+            )
+            if seen == 5 * made:
+                break
+            assert time.monotonic() < deadline, f"{made} reads, cache counts {counts}"
+            time.sleep(0.05)
+        if counts["gridserve_cache_misses_total"] == 10:
+            break
+        assert time.monotonic() < deadline, f"{made} reads all went to one worker"
+    answered: set[int] = set()
+    while answered != pids:
+        assert time.monotonic() < deadline, f"only {answered} of {pids} answered /metrics"
+        response = requests.get(daemon.url("/metrics"), timeout=10)
+        answered.add(int(response.headers["X-Gridserve-Process"].rsplit("=", 1)[1]))
+        # Before: no gridserve_cache_* line at all under --processes.
+        assert cache_counts(response.text) == {
+            "gridserve_cache_hits_total": 5.0 * made - 10,
+            "gridserve_cache_misses_total": 10.0,
+            "gridserve_cache_evictions_total": 0.0,
+            "gridserve_cache_bytes": 2.0 * len(data),  # both workers' caches hold the file
+            "gridserve_storage_read_bytes_total": 2.0 * len(data),
+        }
     code, stderr = daemon.stop()
     assert code == 0, stderr

@@ -155,6 +155,7 @@ class StorageRequestHandler(PlainErrors):
         if self.metrics is not None:
             self.metrics.requests_in_flight.dec()
             self.metrics.count_request(self.request.method, self.get_status())
+            self.metrics.publish()
 
     def on_connection_close(self) -> None:
         if self._tracker is not None:
