@@ -33,7 +33,7 @@ import os
 import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from prometheus_client import (
     CollectorRegistry,
@@ -136,6 +136,9 @@ class Metrics:
         self._caches: list[CachedStorage] = []
         self._publishers: list[_CachePublisher] = []
         self._cache_metrics: _CacheMetrics | None = None
+        # Labelled children by label values: prometheus_client's labels() takes a lock and
+        # validates the values on every call; a request needs the same few each time.
+        self._children: dict[tuple[object, ...], Any] = {}
 
     def watch_cache(self, cache: CachedStorage) -> None:
         """Exports ``cache``'s counters; its reads of the storage it wraps are the storage
@@ -159,12 +162,23 @@ class Metrics:
         """What a handler calls with the size of each piece it reads from ``storage``."""
         if any(storage is cache for cache in self._caches):
             return _uncounted  # the cache counts what it reads itself
-        return self.storage_read_bytes.labels(storage_kind(storage)).inc
+        inc: Callable[[int], object] = self._child(
+            self.storage_read_bytes, storage_kind(storage)
+        ).inc
+        return inc
 
     def count_request(self, method: str | None, status: int) -> None:
         """Counts one answered request. ``status`` is ours (a bounded set), ``method`` the
         client's, hence mapped through :func:`method_label`."""
-        self.requests.labels(method_label(method), str(status)).inc()
+        self._child(self.requests, method_label(method), str(status)).inc()
+
+    def _child(self, metric: Any, *values: str) -> Any:
+        """``metric.labels(*values)``, remembered (label sets here are bounded)."""
+        key = (id(metric), *values)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = metric.labels(*values)
+        return child
 
     @contextmanager
     def timed(self, operation: str) -> Iterator[None]:
@@ -172,7 +186,7 @@ class Metrics:
         try:
             yield
         finally:
-            self.storage_seconds.labels(operation).observe(time.perf_counter() - start)
+            self._child(self.storage_seconds, operation).observe(time.perf_counter() - start)
 
     def render(self) -> bytes:
         """The values of every process of the daemon (of this one when it runs alone)."""

@@ -121,8 +121,9 @@ class StorageRequestHandler(PlainErrors):
         "Authorization, Content-Type"
     )
 
-    @property
+    @functools.cached_property
     def metrics(self) -> Metrics | None:
+        """The application's metrics (looked up once per request: asked several times)."""
         metrics: Metrics | None = self.settings.get("gridserve_metrics")
         return metrics
 

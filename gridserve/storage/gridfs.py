@@ -237,7 +237,7 @@ class GridFSStorage(GridFSResumableUploads, Storage):
             async for piece in chunks:
                 yield piece
 
-    async def read_buffers(
+    def read_buffers(
         self, info: FileInfo, start: int = 0, stop: int | None = None
     ) -> AsyncGenerator[builtins.list[bytes | memoryview], None]:
         """The chunks of the range one database reply at a time (one flush per reply for the
@@ -248,14 +248,11 @@ class GridFSStorage(GridFSResumableUploads, Storage):
         to ``max_reply``, while the consumer comes back for the next within
         ``FAST_CONSUMER_SECONDS`` (a client that keeps up: fewer, larger round trips); a
         consumer that takes longer gets ``read_ahead`` again (a slow or stalled client holds
-        little)."""
+        little). (The generator of :meth:`_read_replies` itself, not one wrapping it: a small
+        file's request pays for no extra generator layer.)"""
         if self._one_reply(info, start, stop):
-            replies = self._read_replies(info, start, stop, None)
-        else:
-            replies = self._read_replies(info, start, stop, 0, _Pace(self._per_reply(info)))
-        async with aclosing(replies) as pieces_of_replies:
-            async for pieces in pieces_of_replies:
-                yield pieces
+            return self._read_replies(info, start, stop, None)
+        return self._read_replies(info, start, stop, 0, _Pace(self._per_reply(info)))
 
     def _per_reply(self, info: FileInfo) -> tuple[int, int]:
         """Chunks per reply: at first, and at most when the consumer keeps up."""
@@ -372,6 +369,8 @@ class GridFSStorage(GridFSResumableUploads, Storage):
                 if not chunks:
                     return
                 yield chunks
+                if not cursor.alive:
+                    return  # the server closed it with this reply: no call to find that out
         finally:
             await cursor.close()
 
