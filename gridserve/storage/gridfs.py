@@ -57,6 +57,7 @@ from gridserve.storage.gridfsdocs import (
 )
 from gridserve.storage.gridfsuploads import DEFAULT_LEASE_SECONDS, GridFSResumableUploads
 from gridserve.storage.lookups import FileDocumentCache
+from gridserve.storage.onereply import ONE_REPLY_BYTES, find_one_reply
 from gridserve.storage.readahead import read_ahead
 from gridserve.storage.writes import Cleanups, settle
 
@@ -181,9 +182,9 @@ class GridFSStorage(GridFSResumableUploads, Storage):
                 cached = self.file_cache.get(oid)
                 if cached is not None:
                     return cached
-                doc = await self.files.find_one({"_id": oid}, FILE_FIELDS)
-                if doc is not None:
-                    info = file_info_from_document(doc)
+                found = await find_one_reply(self.files, {"_id": oid}, FILE_FIELDS, {}, 1)
+                if found:
+                    info = file_info_from_document(found[0])
                     self.file_cache.put(oid, info)
                     return info
             doc = await self._find_revision(key, -1 if revision is None else revision)
@@ -202,16 +203,15 @@ class GridFSStorage(GridFSResumableUploads, Storage):
             skip, order = -revision - 1, DESCENDING
         if skip > 2**31 - 1:
             return None
-        cursor = self.files.find(
+        found = await find_one_reply(
+            self.files,
             {"filename": filename},
             FILE_FIELDS,
-            sort=[("uploadDate", order), ("_id", order)],
-            skip=skip,
-            limit=1,
+            {"uploadDate": order, "_id": order},
+            1,
+            skip,
         )
-        async for doc in cursor:
-            return doc  # type: ignore[no-any-return]
-        return None
+        return found[0] if found else None
 
     async def revisions(self, name: str) -> builtins.list[FileInfo]:
         check_key(name)
@@ -355,7 +355,20 @@ class GridFSStorage(GridFSResumableUploads, Storage):
         the range's chunk count, so the server closes it with its last reply (no
         ``killCursors`` round trip after a range read whole). (Raw batches, sliced without
         decoding, were measured: PyMongo copies a raw reply three times on its way, against
-        once for a decoded ``data``, and cost four times the CPU per MiB.)"""
+        once for a decoded ``data``, and cost four times the CPU per MiB.) Chunks that one
+        reply carries come by one ``find`` command, without a cursor (:mod:`.onereply`)."""
+        count = last - first + 1
+        if count <= per_reply and count * info.chunk_size <= ONE_REPLY_BYTES:
+            chunks = await find_one_reply(
+                self.chunks,
+                {"files_id": info.id, "n": {"$gte": first, "$lte": last}},
+                {"_id": 0, "n": 1, "data": 1},
+                {"n": ASCENDING},
+                count,
+            )
+            if chunks:
+                yield chunks
+            return
         cursor = self.chunks.find(
             {"files_id": info.id, "n": {"$gte": first, "$lte": last}},
             {"_id": 0, "n": 1, "data": 1},
