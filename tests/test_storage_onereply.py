@@ -27,10 +27,11 @@ def test_the_command_is_a_single_batch_find_with_what_was_asked() -> None:
         "find": "fs.files",
         "filter": {"filename": "a"},
         "projection": {"_id": 1},
-        "sort": {"uploadDate": -1},
         "limit": 1,
         "singleBatch": True,
+        "sort": {"uploadDate": -1},
     }
+    assert "sort" not in find_command("fs.files", {"_id": 1}, {}, {}, 1)
     assert next(iter(command)) == "find"  # the command's name comes first
     with_all = find_command("c", {}, {}, {}, 2, skip=3, read_concern={"level": "majority"})
     assert with_all["skip"] == 3 and with_all["readConcern"] == {"level": "majority"}

@@ -38,15 +38,17 @@ def find_command(
     skip: int = 0,
     read_concern: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """The ``find`` command of one reply (pure: tested without a database)."""
+    """The ``find`` command of one reply (pure: tested without a database); an empty ``sort``
+    is left out."""
     command: dict[str, Any] = {
         "find": collection_name,
         "filter": filter,
         "projection": projection,
-        "sort": sort,
         "limit": limit,
         "singleBatch": True,
     }
+    if sort:
+        command["sort"] = sort
     if skip:
         command["skip"] = skip
     if read_concern:
