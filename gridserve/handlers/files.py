@@ -123,6 +123,26 @@ def handed_out_url(signing_key: SigningKeys | None, request: Any, url: str) -> s
     return sign_path(signing_key, url, expires=expires)
 
 
+def upload_failure_answer(exc: BaseException, logger: logging.Logger) -> tuple[int, str] | None:
+    """The status and reason for an upload (``PUT``, ``POST``, a tus ``PATCH``) that failed with
+    ``exc``, for what every upload path shares: a policy refusal, a bad name, a full or gone
+    storage (logged on ``logger``, the error's text cut to 300 characters: a driver's write
+    error can carry the bytes), a client gone (499). None for a failure that is a bug (500)."""
+    if isinstance(exc, Rejected):
+        return exc.status, exc.reason
+    if isinstance(exc, InvalidKey):
+        return 400, str(exc)
+    if isinstance(exc, InsufficientStorage):
+        logger.warning("upload refused, storage full: %.300s", exc)
+        return 507, "Insufficient Storage"
+    if isinstance(exc, StorageUnavailable):
+        logger.warning("upload failed, storage unavailable: %.300s", exc)
+        return 503, "Storage unavailable"
+    if isinstance(exc, UploadAborted):
+        return 499, str(exc)
+    return None
+
+
 class UploadAborted(Exception):
     """The body of an upload stops here: the client left, or the upload was refused."""
 
@@ -555,19 +575,9 @@ class FilesHandler(GridFSHandler):
     def _failure_answer(exc: BaseException) -> tuple[int, str] | None:
         """The status and reason for an upload that failed with ``exc``; None for a failure
         that is a bug (a 500). An :class:`UploadAborted` upload was answered already."""
-        if isinstance(exc, Rejected):
-            return exc.status, exc.reason
-        if isinstance(exc, (MultipartError, InvalidKey)):
+        if isinstance(exc, MultipartError):
             return 400, str(exc)
-        if isinstance(exc, InsufficientStorage):
-            log.warning("upload refused, storage full: %s", exc)
-            return 507, "Insufficient Storage"
-        if isinstance(exc, StorageUnavailable):
-            log.warning("upload failed, storage unavailable: %s", exc)
-            return 503, "Storage unavailable"
-        if isinstance(exc, UploadAborted):
-            return 499, str(exc)
-        return None
+        return upload_failure_answer(exc, log)
 
     def _created(self, files: list[FileInfo]) -> None:
         described = [self.describe(info) for info in files]

@@ -7,8 +7,8 @@ from __future__ import annotations
 import logging
 
 from gridserve import tus
-from gridserve.handlers.files import UploadAborted, free_name, name_exists
-from gridserve.storage.base import InsufficientStorage, InvalidKey, Storage, StorageUnavailable
+from gridserve.handlers.files import free_name, name_exists, upload_failure_answer
+from gridserve.storage.base import Storage
 from gridserve.storage.resumable import (
     ChecksumMismatch,
     UploadConflict,
@@ -22,9 +22,10 @@ log = logging.getLogger("gridserve.tus")
 
 
 def failure_answer(exc: BaseException) -> tuple[int, str] | None:
-    """The status and reason for an append or completion that failed with ``exc``; None for a
-    failure that is a bug (a 500)."""
-    if isinstance(exc, tus.TusError | Rejected):
+    """The status and reason for an append or completion that failed with ``exc``: tus's own
+    (404, 409, 423, 460), then what every upload path answers
+    (:func:`~gridserve.handlers.files.upload_failure_answer`); None for a bug (a 500)."""
+    if isinstance(exc, tus.TusError):
         return exc.status, exc.reason
     if isinstance(exc, UploadNotFound):
         return 404, "Not Found"
@@ -34,17 +35,7 @@ def failure_answer(exc: BaseException) -> tuple[int, str] | None:
         return 423, "Locked: another request is appending to this upload"
     if isinstance(exc, ChecksumMismatch):
         return tus.CHECKSUM_MISMATCH, "Checksum Mismatch"
-    if isinstance(exc, InvalidKey):
-        return 400, str(exc)
-    if isinstance(exc, InsufficientStorage):
-        log.warning("tus upload refused, storage full: %.300s", exc)
-        return 507, "Insufficient Storage"
-    if isinstance(exc, StorageUnavailable):
-        log.warning("tus upload failed, storage unavailable: %.300s", exc)
-        return 503, "Storage unavailable"
-    if isinstance(exc, UploadAborted):
-        return 499, str(exc)
-    return None
+    return upload_failure_answer(exc, log)
 
 
 def content_type_of(state: UploadState) -> str:
