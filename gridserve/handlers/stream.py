@@ -543,9 +543,7 @@ class GridFSHandler(StorageRequestHandler, tornado.web.StaticFileHandler):
         for piece in pieces:
             done = connection.write(piece)  # type: ignore[arg-type]
         if done is not None:
-            self._flush_started = asyncio.get_running_loop().time()
-            await done
-            self._flush_started = None
+            await self._watched(done)
 
     def _fail_before_body(self, exc: Exception) -> None:
         """Answers a storage error met before any byte of the response was sent."""
@@ -562,8 +560,12 @@ class GridFSHandler(StorageRequestHandler, tornado.web.StaticFileHandler):
 
     async def _timed_flush(self) -> None:
         """``flush()``, watched by :meth:`_check_stall` (Tornado has no write timeout)."""
+        await self._watched(self.flush())
+
+    async def _watched(self, write: Awaitable[None]) -> None:
+        """Waits for ``write`` to reach the socket, watched by :meth:`_check_stall`."""
         self._flush_started = asyncio.get_running_loop().time()
-        await self.flush()
+        await write
         self._flush_started = None
 
     def _check_stall(self) -> None:

@@ -71,6 +71,14 @@ CLOSE_DRAIN_SECONDS = 10.0
 log = logging.getLogger("gridserve.storage")
 
 
+CHUNK_FIELDS = {"_id": 0, "n": 1, "data": 1}
+
+
+def _chunks_filter(info: FileInfo, first: int, last: int) -> dict[str, Any]:
+    """The chunks ``first..last`` of ``info``'s file (on the ``{files_id: 1, n: 1}`` index)."""
+    return {"files_id": info.id, "n": {"$gte": first, "$lte": last}}
+
+
 class _Pace:
     """Chunks per reply for one stream: ``low`` at first, doubling up to ``high`` once the
     consumer has kept up twice in a row (back within ``FAST_CONSUMER_SECONDS``: the first reply
@@ -358,23 +366,17 @@ class GridFSStorage(GridFSResumableUploads, Storage):
         once for a decoded ``data``, and cost four times the CPU per MiB.) Chunks that one
         reply carries come by one ``find`` command, without a cursor (:mod:`.onereply`)."""
         count = last - first + 1
-        if count <= per_reply and count * info.chunk_size <= ONE_REPLY_BYTES:
-            chunks = await find_one_reply(
-                self.chunks,
-                {"files_id": info.id, "n": {"$gte": first, "$lte": last}},
-                {"_id": 0, "n": 1, "data": 1},
-                {"n": ASCENDING},
-                count,
-            )
+        if count <= per_reply:
+            chunks = await self._one_reply_of_chunks(info, first, last)
             if chunks:
                 yield chunks
             return
         cursor = self.chunks.find(
-            {"files_id": info.id, "n": {"$gte": first, "$lte": last}},
-            {"_id": 0, "n": 1, "data": 1},
+            _chunks_filter(info, first, last),
+            CHUNK_FIELDS,
             sort=[("n", ASCENDING)],
             batch_size=per_reply,
-            limit=last - first + 1,
+            limit=count,
         )
         try:
             while True:
@@ -387,6 +389,25 @@ class GridFSStorage(GridFSResumableUploads, Storage):
         finally:
             await cursor.close()
 
+    async def _one_reply_of_chunks(
+        self, info: FileInfo, first: int, last: int
+    ) -> builtins.list[Mapping[str, Any]]:
+        """The ``{n, data}`` documents of chunks ``first..last``, all in one reply: by one
+        ``find`` command (:mod:`.onereply`) when they fit :data:`ONE_REPLY_BYTES`, else by a
+        cursor whose batch is the whole range (the server closes it with that reply)."""
+        count = last - first + 1
+        query = _chunks_filter(info, first, last)
+        if count * info.chunk_size <= ONE_REPLY_BYTES:
+            return await find_one_reply(self.chunks, query, CHUNK_FIELDS, {"n": ASCENDING}, count)
+        cursor = self.chunks.find(
+            query, CHUNK_FIELDS, sort=[("n", ASCENDING)], batch_size=count, limit=count
+        )
+        try:
+            chunks: builtins.list[Mapping[str, Any]] = await cursor.to_list(count)
+        finally:
+            await cursor.close()
+        return chunks
+
     async def _paced_replies(
         self, info: FileInfo, first: int, last: int, pace: _Pace
     ) -> AsyncGenerator[builtins.list[Mapping[str, Any]], None]:
@@ -395,17 +416,7 @@ class GridFSStorage(GridFSResumableUploads, Storage):
         n = first
         while n <= last:
             count = min(pace.count, last - n + 1)
-            cursor = self.chunks.find(
-                {"files_id": info.id, "n": {"$gte": n, "$lte": n + count - 1}},
-                {"_id": 0, "n": 1, "data": 1},
-                sort=[("n", ASCENDING)],
-                batch_size=count,
-                limit=count,
-            )
-            try:
-                chunks = await cursor.to_list(count)
-            finally:
-                await cursor.close()
+            chunks = await self._one_reply_of_chunks(info, n, n + count - 1)
             if chunks:
                 yield chunks
             if len(chunks) < count:
