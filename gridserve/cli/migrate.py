@@ -19,6 +19,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from gridserve.cli.common import EXIT_RUNTIME, EXIT_USAGE
 from gridserve.migrate import Options, Summary, migrate
 from gridserve.storage import (
     GridFSStorage,
@@ -32,8 +33,6 @@ from gridserve.storage import (
 )
 from gridserve.storage.s3 import S3Storage
 
-EXIT_RUNTIME = 1
-EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
 PING_TIMEOUT = 10.0
 
