@@ -60,6 +60,7 @@ from gridserve.storage.resumable import (
     UploadLocked,
     UploadNotFound,
     UploadState,
+    check_append,
 )
 from gridserve.storage.writes import Cleanups, settle
 
@@ -198,16 +199,9 @@ class GridFSResumableUploads:
         append: Append | None = None
         self.cleanups.save_started()  # close() lets it end
         try:
-            record = lease.record
-            stored = int(record["offset"])
-            total = record.get("length")
-            if offset != stored:
-                raise UploadConflict(f"offset {offset}, but {stored} bytes are stored")
-            if length is not None:
-                if (total is not None and total != length) or length < stored:
-                    raise UploadConflict(f"length {length} does not fit the upload")
-                total = length
-            append = Append(self, lease, total, checksum)
+            state = state_of(lease.record)
+            check_append(state, offset, length)
+            append = Append(self, lease, state.length if length is None else length, checksum)
             await append.run(chunks)
             state = state_of(append.record)
         except BaseException as exc:
