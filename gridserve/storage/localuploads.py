@@ -303,12 +303,16 @@ class LocalUploads:
     def _read_state(
         self, json_path: Path, bin_path: Path, *, with_head: bool = True
     ) -> UploadState:
+        """The stored state; ``with_head=False`` is for a caller holding the bytes file locked
+        (:func:`_lock` found it): the file is not opened again and the head is left empty."""
         state = _parse(_load(json_path))
         if state is None:
             raise UploadNotFound(json_path.stem)
+        if not with_head:
+            return state
         try:
             with open(bin_path, "rb") as data:
-                state.head = data.read(min(state.offset, HEAD_BYTES)) if with_head else b""
+                state.head = data.read(min(state.offset, HEAD_BYTES))
         except FileNotFoundError:
             raise UploadNotFound(state.id) from None
         return state
