@@ -66,7 +66,7 @@ from typing import Any
 from bson import ObjectId
 from pymongo.errors import DuplicateKeyError, PyMongoError
 
-from gridserve.storage.base import Storage, StorageUnavailable
+from gridserve.storage.base import Storage, StorageUnavailable, utc
 from gridserve.storage.resumable import UploadLocked, UploadNotFound
 from gridserve.storage.wrapper import StorageWrapper
 
@@ -352,10 +352,7 @@ async def _sweep_s3(storage: Any, grace: float, repair: bool) -> SweepReport:
         while True:
             page = await s3.list_multipart_uploads(**options)
             for upload in page.get("Uploads") or []:
-                initiated = upload["Initiated"]
-                if initiated.tzinfo is None:
-                    initiated = initiated.replace(tzinfo=timezone.utc)
-                age = (now - initiated).total_seconds()
+                age = (now - utc(upload["Initiated"])).total_seconds()
                 if grace > 0 and age < grace:  # grace 0: everything (clocks differ)
                     continue
                 if await _live_s3_upload(storage, upload["Key"], now):
