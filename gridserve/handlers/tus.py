@@ -94,7 +94,7 @@ from gridserve.storage.resumable import (
     UploadNotFound,
     UploadState,
 )
-from gridserve.uploads import Rejected, UploadPolicy, decide_content_type, sanitize_name, sniff
+from gridserve.uploads import Rejected, UploadPolicy, sanitize_name
 
 _ID_RE = re.compile(r"[A-Za-z0-9_-]{1,64}")
 _OVERRIDABLE = ("PATCH", "DELETE")
@@ -336,10 +336,11 @@ class TusHandler(StorageRequestHandler):
                     self._check_type(state, bytes(head))
             yield chunk
 
-    def _check_type(self, state: UploadState, head: bytes) -> None:
-        declared = state.metadata.get("filetype")
-        content_type = decide_content_type(declared, sniff(head), state.name)
+    def _check_type(self, state: UploadState, head: bytes) -> str:
+        """The type the upload is stored as (:func:`content_type_of`), 415 if refused."""
+        content_type = content_type_of(state, head)
         self.upload_policy.check_type(state.name, content_type)
+        return content_type
 
     async def data_received(self, chunk: bytes) -> None:
         if self._append is None or self._channel is None:
@@ -423,8 +424,7 @@ class TusHandler(StorageRequestHandler):
         """The upload made a file: stored with the type ``PUT`` would store, checked against
         the policy (415: terminated), then handed to the media service; the answer carries
         its URL (``Content-Location``)."""
-        content_type = content_type_of(state)
-        self.upload_policy.check_type(state.name, content_type)
+        content_type = self._check_type(state, state.head)
         name = await self._final_name(state)
         info = await self.storage.complete_upload(
             state.id, content_type=content_type, name=None if name == state.name else name

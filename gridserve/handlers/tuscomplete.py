@@ -38,10 +38,12 @@ def failure_answer(exc: BaseException) -> tuple[int, str] | None:
     return upload_failure_answer(exc, log)
 
 
-def content_type_of(state: UploadState) -> str:
-    """What a finished upload is stored as: what ``PUT`` decides from the declared type
-    (``filetype``), the first bytes and the name."""
-    return decide_content_type(state.metadata.get("filetype"), sniff(state.head), state.name)
+def content_type_of(state: UploadState, head: bytes | None = None) -> str:
+    """What the upload is stored as: what ``PUT`` decides from the declared type
+    (``filetype``), the first bytes (``head``, by default the stored ``state.head``) and the
+    name."""
+    first = state.head if head is None else head
+    return decide_content_type(state.metadata.get("filetype"), sniff(first), state.name)
 
 
 async def completion_name(storage: Storage, policy: UploadPolicy, state: UploadState) -> str:
