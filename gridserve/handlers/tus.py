@@ -461,15 +461,13 @@ class TusHandler(StorageRequestHandler):
         assert state is not None
         if state.complete:
             await self._finish_left_behind(state)
-        self.set_header("Upload-Offset", str(state.offset))
+        self._describe_progress(state)  # a finished upload no longer expires
         if state.length is None:
             self.set_header("Upload-Defer-Length", "1")
         else:
             self.set_header("Upload-Length", str(state.length))
         if state.metadata:
             self.set_header("Upload-Metadata", tus.format_metadata(state.metadata))
-        if not state.complete:  # a finished upload no longer expires
-            self.set_header("Upload-Expires", tus.format_expires(state.expires_at))
 
     async def _finish_left_behind(self, state: UploadState) -> None:
         """Completes an upload that has all its bytes but is not a file yet: its completion
