@@ -40,15 +40,23 @@ def upload_id(url: str) -> str:
     return url.rsplit("/", 1)[1]
 
 
+def finished_after_a_put(
+    server: LiveServer, name: str, other: bytes
+) -> tuple[requests.Response, str]:
+    """An upload of MP4 to ``name``, a PUT of ``other`` to ``name`` between its first 1000
+    bytes and the rest: the last PATCH's response and the upload's URL."""
+    url = created(server, name=name)
+    assert patch(url, 0, MP4[:1000]).status_code == 204
+    put = requests.put(server.url(f"/fs/{name}"), headers=ALICE, data=other, timeout=30)
+    assert put.status_code in (200, 201), put.text
+    return patch(url, 1000, MP4[1000:]), url
+
+
 def test_a_name_taken_during_the_upload_is_never_overwritten(
     start: Callable[..., LiveServer], left: Callable[[], int]
 ) -> None:
     server = start(upload_policy=UploadPolicy(on_conflict="reject"))
-    url = created(server, name="taken.mp4")
-    assert patch(url, 0, MP4[:1000]).status_code == 204
-    other = requests.put(server.url("/fs/taken.mp4"), headers=ALICE, data=b"other", timeout=30)
-    assert other.status_code in (200, 201), other.text
-    last = patch(url, 1000, MP4[1000:])
+    last, url = finished_after_a_put(server, "taken.mp4", b"other")
     assert last.status_code == 409, last.text
     assert "taken.mp4" in last.reason
     assert last.headers["Tus-Resumable"] == "1.0.0"
@@ -63,11 +71,7 @@ def test_rename_picks_a_free_name_at_completion_when_its_own_was_taken(
     start: Callable[..., LiveServer],
 ) -> None:
     server = start(upload_policy=UploadPolicy(on_conflict="rename"))
-    url = created(server, name="show/taken.mp4")
-    assert patch(url, 0, MP4[:1000]).status_code == 204
-    other = requests.put(server.url("/fs/show/taken.mp4"), headers=ALICE, data=b"x", timeout=30)
-    assert other.status_code in (200, 201), other.text
-    last = patch(url, 1000, MP4[1000:])
+    last, url = finished_after_a_put(server, "show/taken.mp4", b"x")
     assert last.status_code == 204, last.text
     assert requests.get(server.url(last.headers["Content-Location"]), timeout=30).content == MP4
     assert requests.get(server.url("/fs/show/taken (2).mp4"), timeout=30).content == MP4
