@@ -41,7 +41,8 @@ def walk_names(real_root: str, prefix: str = "", after: str = "", want: int = 0)
     base = ""
     if folder:
         segments = folder.split("/")
-        if any(s in ("", ".", "..") or s.startswith(".") for s in segments):
+        # No stored name holds a NUL (no path can): such a folder is empty, not an error.
+        if any(s in ("", ".", "..") or s.startswith(".") or "\0" in s for s in segments):
             return
         base = folder + "/"
     start = os.path.join(real_root, folder) if folder else real_root
