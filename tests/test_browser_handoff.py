@@ -171,6 +171,22 @@ def nginx_log(nginx: Nginx) -> list[NginxSent]:
     return rows
 
 
+def covered(rows: list[NginxSent], end: int) -> int:
+    """How many of the bytes ``[0, end)`` the logged answers sent (their union)."""
+    spans = sorted(
+        (start, start + row.sent)
+        for row in rows
+        if row.status in (200, 206) and (start := range_start(row.range) or 0) < end
+    )
+    total, reached = 0, 0
+    for start, stop in spans:
+        start, stop = max(start, reached), min(stop, end)
+        if stop > start:
+            total += stop - start
+            reached = stop
+    return total
+
+
 def test_chromium_plays_and_seeks_through_nginx_accel_redirect(
     page: Any, media: dict[str, bytes], media_root: Path
 ) -> None:
@@ -217,8 +233,16 @@ def test_chromium_plays_and_seeks_through_nginx_accel_redirect(
             assert served == [], served
             assert all(a.status in (200, 206, 304, 499) for a in gets), gets
             assert all(a.conditional for a in gets if a.status == 304), gets
-            sent = sum(row.sent for row in nginx_log(nginx) if row.uri == f"/_files/{NAME}")
-            assert sent < len(data) * 0.6  # the seek skipped the middle of the file
+            # The seek skipped part of the file: some bytes before where it landed were never
+            # sent. (How much Chrome buffers before it seeks depends on the machine's load: on
+            # a busy one it read 70% of the file first, so no fixed share is asserted.)
+            rows = [row for row in nginx_log(nginx) if row.uri == f"/_files/{NAME}"]
+            landed = min(range_start(row.range) or 0 for row in seek_at_nginx())
+            assert covered(rows, landed) < landed, rows
+            report_figure(
+                f"browser seek through nginx: {sum(row.sent for row in rows)} of {len(data)} "
+                f"bytes sent, {covered(rows, landed)} of the {landed} before the seek"
+            )
     finally:
         server.stop()
 
