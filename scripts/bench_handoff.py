@@ -27,6 +27,7 @@ import statistics
 import sys
 import tempfile
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -59,9 +60,9 @@ def bare_tornado() -> Server:
     return Server("bare Tornado", [PY, __file__, "--bare-tornado", str(port)], port)
 
 
-def serve_bare_tornado(port: int) -> None:
-    import asyncio
-
+def bare_application() -> Any:
+    """The floor: a bare ``tornado.web.RequestHandler`` that answers every request with
+    ``X-Accel-Redirect`` and does nothing else."""
     import tornado.web
 
     class HandOff(tornado.web.RequestHandler):
@@ -70,9 +71,14 @@ def serve_bare_tornado(port: int) -> None:
 
         head = get
 
+    return tornado.web.Application([(r"/fs/(.*)", HandOff)], log_function=lambda _: None)
+
+
+def serve_bare_tornado(port: int) -> None:
+    import asyncio
+
     async def serve() -> None:
-        app = tornado.web.Application([(r"/fs/(.*)", HandOff)], log_function=lambda _: None)
-        app.listen(port, "127.0.0.1")
+        bare_application().listen(port, "127.0.0.1")
         await asyncio.Event().wait()
 
     from gridserve import loops
