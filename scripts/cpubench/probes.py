@@ -1,0 +1,120 @@
+"""What the CPU scenarios measure a running server with: its CPU time, its page faults, its
+memory under stalled readers, and the clients that load it (curl, serial HTTP requests, a PUT).
+
+A server's CPU is the user + system time of its whole process group (``/proc/<pid>/stat`` of
+every process in it, and what they reaped): one figure for a single process and for
+``--processes N`` (a supervisor and its workers) alike.
+"""
+
+from __future__ import annotations
+
+import http.client
+import os
+import socket
+import subprocess
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+from scripts.benchmarks import TOKEN, Server
+
+TICKS = os.sysconf("SC_CLK_TCK")
+T = TypeVar("T")
+
+
+def _stat_fields(path: Path) -> list[str]:
+    """The fields of a ``/proc/<pid>/stat`` after the command name (field 3 onwards)."""
+    return path.read_text().rsplit(")", 1)[1].split()
+
+
+def process_cpu(pid: int) -> float:
+    """CPU seconds (user + system) used so far by process ``pid`` and its reaped children."""
+    fields = _stat_fields(Path(f"/proc/{pid}/stat"))
+    return sum(int(f) for f in fields[11:15]) / TICKS
+
+
+def _group_stats(pgid: int) -> list[list[str]]:
+    """The ``stat`` fields of every live process of process group ``pgid``."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = _stat_fields(stat)
+            if int(fields[2]) == pgid:
+                found.append(fields)
+        except (OSError, IndexError, ValueError):
+            continue  # a process that ended meanwhile
+    return found
+
+
+def group_cpu(pgid: int) -> float:
+    """CPU seconds used so far by every live process of process group ``pgid`` (and what each
+    reaped): a server started in a session of its own, workers included."""
+    return sum(int(f) for fields in _group_stats(pgid) for f in fields[11:15]) / TICKS
+
+
+def page_faults(pgid: int) -> int:
+    """Minor page faults so far of the processes of group ``pgid``."""
+    return sum(int(fields[7]) for fields in _group_stats(pgid))
+
+
+def server_cpu(server: Server, work: Callable[..., T], *args: Any) -> tuple[T, float]:
+    """Runs ``work(*args)``: (its result, CPU seconds the server spent meanwhile)."""
+    assert server.process is not None
+    before = group_cpu(server.process.pid)
+    result = work(*args)
+    time.sleep(0.2)  # let the server finish accounting for the last response
+    return result, group_cpu(server.process.pid) - before
+
+
+def curl_downloads(url: str, count: int) -> tuple[int, float]:
+    """(bytes, seconds) of one curl downloading ``url`` whole ``count`` times in a row on one
+    keep-alive connection."""
+    command = ["curl", "-sS", "--fail", "-w", "%{size_download}\\n"]
+    command += [arg for _ in range(count) for arg in ("-o", "/dev/null", url)]
+    start = time.perf_counter()
+    out = subprocess.run(command, capture_output=True, text=True, check=True).stdout
+    return sum(int(n) for n in out.split()), time.perf_counter() - start
+
+
+def serial_gets(server: Server, paths: list[str]) -> int:
+    """GETs every path in turn on one keep-alive connection; the body bytes read."""
+    conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=60)
+    total = 0
+    for path in paths:
+        conn.request("GET", path)
+        response = conn.getresponse()
+        total += len(response.read())
+        if response.status != 200:
+            raise RuntimeError(f"GET {path}: {response.status}")
+    conn.close()
+    return total
+
+
+def put(server: Server, name: str, data: bytes) -> None:
+    """Uploads ``data`` as ``name`` (a PUT with the bench's token); 201 or an error."""
+    conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=300)
+    conn.request("PUT", name, body=data, headers={"Authorization": f"Bearer {TOKEN}"})
+    response = conn.getresponse()
+    response.read()
+    if response.status != 201:
+        raise RuntimeError(f"PUT {name}: {response.status}")
+
+
+def stalled_readers_rss(server: Server, count: int = 50) -> float:
+    """MiB of resident memory the server grows by while ``count`` clients request the large
+    file and read nothing (a 4 KiB receive buffer each), per client."""
+    time.sleep(1.5)  # past the idle trim after the last download
+    before = server.rss() / 2**20
+    clients = []
+    for _ in range(count):
+        client = socket.socket()
+        client.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        client.connect(("127.0.0.1", server.port))
+        client.sendall(b"GET /fs/large.bin HTTP/1.1\r\nHost: bench\r\n\r\n")
+        clients.append(client)
+    time.sleep(4)
+    grown = server.rss() / 2**20 - before
+    for client in clients:
+        client.close()
+    return grown / count
