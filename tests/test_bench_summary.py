@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
-from scripts.cpubench.contestants import GRIDSERVE, PEERS
+import pytest
+
+from scripts.cpubench.contestants import GRIDSERVE, PEERS, TORNADO_FLOOR
 from scripts.cpubench.summary import (
     DRIVER,
     median_figures,
     median_ratio,
+    over_sum,
     pair,
     rotated,
+    sum_over,
+    sum_to_best,
     table,
     to_best,
 )
@@ -56,3 +61,17 @@ def test_a_figure_missing_from_a_round_leaves_that_round_out() -> None:
     assert median_ratio(rounds, pair(GRIDSERVE, DRIVER, "mbs")) is None
     row = next(line for line in table(rounds, [GRIDSERVE], {}) if line.startswith(GRIDSERVE))
     assert row.split()[-1] == "4.50" and row.count("-") >= 5
+
+
+def test_floors_add_up_within_a_round() -> None:
+    one = {
+        GRIDSERVE: {"cpu_mib": 0.9, "cpu_req": 1.0},
+        DRIVER: {"cpu_mib": 0.4, "cpu_req": 0.4},
+        TORNADO_FLOOR: {"cpu_mib": 0.2, "cpu_req": 0.4},
+        AIOHTTP: {"cpu_req": 0.5},
+    }
+    both = (DRIVER, TORNADO_FLOOR)
+    assert over_sum(GRIDSERVE, both, "cpu_mib")(one) == pytest.approx(1.5)
+    assert sum_over(both, DRIVER, "cpu_mib")(one) == pytest.approx(1.5)
+    assert sum_to_best(both, PEERS, "cpu_req")(one) == pytest.approx(1.6)
+    assert over_sum(GRIDSERVE, (DRIVER, "absent"), "cpu_mib")(one) is None

@@ -1,7 +1,10 @@
 """The servers ``scripts/bench --cpu`` compares, built on :func:`scripts.benchmarks.servers`.
 
 gridserve runs on its default event loop (uvloop when installed) and again on asyncio's; the
-peers are motor's two GridFS handlers. Optional: gridserve from another source tree (the
+peers are motor's two GridFS handlers. :data:`TORNADO_FLOOR` is no GridFS server: Tornado
+sending bytes it holds in memory, as gridserve sends them (``scripts/bench_peers.py
+tornado-memory``), what answering and sending costs any Tornado server before it reads a
+database. Optional: gridserve from another source tree (the
 baseline, e.g. ``git archive main | tar -x -C DIR``), and gridserve with ``--processes N``.
 """
 
@@ -9,12 +12,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from scripts.benchmarks import Server, servers
+from scripts.benchmarks import PY, ROOT, SMALL, Server, servers
+from scripts.cpubench.full import FULL
+from tests.dbserver import free_port
 
 GRIDSERVE = "gridserve (GridFS)"
 ASYNCIO = "gridserve, --loop asyncio"
 PEERS = ("motor GridFSHandler", "motor AIOHTTPGridFS")
-CONTESTANTS = (GRIDSERVE, ASYNCIO, *PEERS)
+TORNADO_FLOOR = "Tornado, bytes in memory"
+CONTESTANTS = (GRIDSERVE, ASYNCIO, *PEERS, TORNADO_FLOOR)
 BASELINE = "gridserve (baseline)"
 
 
@@ -39,6 +45,11 @@ def contestant(
     """The server ``name`` (of :func:`names`) on database ``db_name``; :data:`BASELINE` runs
     from the source tree ``baseline``, from that directory, so its package is the one
     imported."""
+    if name == TORNADO_FLOOR:
+        port = free_port()
+        peers = str(ROOT / "scripts" / "bench_peers.py")
+        command = [PY, peers, "tornado-memory", str(FULL), str(SMALL), str(port)]
+        return Server(name, command, port)
     built = servers(uri, db_name, disk, workdir)
     if name in built:
         return built[name]

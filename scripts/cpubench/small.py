@@ -1,7 +1,9 @@
 """Small files (100 KiB, one chunk each; 100 of them, each read once before): CPU per request
 of 1,000 serial requests on one keep-alive connection (``cpu_req``, ms; the floor is the
 driver's own lookup by name plus its one-chunk read), and requests per second of wrk with 16
-connections on random files (``small_rps``; no floor: the driver alone answers no HTTP)."""
+connections on random files (``small_rps``; no floor: the driver alone answers no HTTP), with
+the server's CPU per request under that load (``cpu_req16``, ms): a server bound by one core
+answers at most 1000 / ``cpu_req16`` requests per second, whatever else the machine runs."""
 
 from __future__ import annotations
 
@@ -28,8 +30,9 @@ def floor_serial(setup: Setup) -> Figures:
 
 def measure_concurrent(setup: Setup, server: Server) -> Figures:
     url = server.url("/fs/small/0.bin")
-    result = checked(server.name, wrk(url, CONNECTIONS, setup.seconds, SMALL_FILES_LUA))
-    return {"small_rps": result.requests_per_s}
+    result, cpu = server_cpu(server, wrk, url, CONNECTIONS, setup.seconds, SMALL_FILES_LUA)
+    checked(server.name, result)
+    return {"small_rps": result.requests_per_s, "cpu_req16": cpu * 1000 / max(1, result.requests)}
 
 
 def warm_up(setup: Setup, server: Server) -> None:

@@ -13,7 +13,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TypeVar
 
-from scripts.cpubench.contestants import ASYNCIO, BASELINE, GRIDSERVE, PEERS
+from scripts.cpubench.contestants import ASYNCIO, BASELINE, GRIDSERVE, PEERS, TORNADO_FLOOR
 
 Figures = dict[str, float]
 Round = dict[str, Figures]
@@ -85,6 +85,43 @@ def to_best(a: str, others: Sequence[str], key: str, lowest: bool) -> RoundRatio
     return ratio
 
 
+def _sum(one: Round, names: Sequence[str], key: str) -> float | None:
+    found = [one.get(n, {}).get(key) for n in names]
+    return None if any(f is None for f in found) else sum(f for f in found if f is not None)
+
+
+def over_sum(a: str, parts: Sequence[str], key: str) -> RoundRatio:
+    """``a``'s figure ``key`` over the sum of ``parts``' in one round: a server against its
+    floors added up (the driver's, and Tornado's own)."""
+
+    def ratio(one: Round) -> float | None:
+        top, total = one.get(a, {}).get(key), _sum(one, parts, key)
+        return None if top is None or not total else top / total
+
+    return ratio
+
+
+def sum_over(parts: Sequence[str], b: str, key: str) -> RoundRatio:
+    """The sum of ``parts``' figure ``key`` over ``b``'s in one round."""
+
+    def ratio(one: Round) -> float | None:
+        total, bottom = _sum(one, parts, key), one.get(b, {}).get(key)
+        return None if total is None or not bottom else total / bottom
+
+    return ratio
+
+
+def sum_to_best(parts: Sequence[str], others: Sequence[str], key: str) -> RoundRatio:
+    """The sum of ``parts``' figure ``key`` over the lowest of ``others``' in one round."""
+
+    def ratio(one: Round) -> float | None:
+        total = _sum(one, parts, key)
+        best = [one[o][key] for o in others if key in one.get(o, {})]
+        return None if total is None or not best or not min(best) else total / min(best)
+
+    return ratio
+
+
 def _fmt(value: float | None, spec: str) -> str:
     return "-" if value is None else format(value, spec)
 
@@ -94,7 +131,7 @@ def table(rounds: Sequence[Round], names: Sequence[str], stall: dict[str, float]
     medians = median_figures(rounds)
     lines = [
         f"{'':<26} {'MiB/s':>8} {'ms/MiB':>8} {'flt/MiB':>8} {'stall MiB':>9} "
-        f"{'small/s':>8} {'ms/req':>8} {'up ms/MiB':>10}"
+        f"{'small/s':>8} {'ms/req':>8} {'ms/req16':>8} {'up ms/MiB':>10}"
     ]
     for name in [DRIVER, *names]:
         m = medians.get(name, {})
@@ -102,6 +139,7 @@ def table(rounds: Sequence[Round], names: Sequence[str], stall: dict[str, float]
             f"{name:<26} {_fmt(m.get('mbs'), '.0f'):>8} {_fmt(m.get('cpu_mib'), '.2f'):>8} "
             f"{_fmt(m.get('faults'), '.0f'):>8} {_fmt(stall.get(name), '.2f'):>9} "
             f"{_fmt(m.get('small_rps'), '.0f'):>8} {_fmt(m.get('cpu_req'), '.2f'):>8} "
+            f"{_fmt(m.get('cpu_req16'), '.2f'):>8} "
             f"{_fmt(m.get('up_cpu'), '.2f'):>10}"
         )
     return lines
@@ -128,9 +166,26 @@ def ratio_lines(rounds: Sequence[Round], names: Sequence[str]) -> list[str]:
         f"{r(pair(g, DRIVER, 'cpu_req'))} (<= 2)",
         f"- small files: req/s at 16 connections gridserve/best peer "
         f"{r(to_best(g, peers, 'small_rps', lowest=False))} (>= 1.5)",
+        f"- small files at 16 connections: CPU per request gridserve/best peer "
+        f"{r(to_best(g, peers, 'cpu_req16', lowest=True))}",
         f"- uploads: CPU per MiB gridserve/(driver + digests) {r(pair(g, DRIVER, 'up_cpu'))} "
         "(<= 1.2)",
     ]
+    if TORNADO_FLOOR in names:
+        both = (DRIVER, TORNADO_FLOOR)
+        t = TORNADO_FLOOR
+        lines += [
+            "- the floors added up (the driver's + Tornado sending bytes from memory: a Tornado "
+            "GridFS server that costs nothing of its own):",
+            f"  full download: CPU per MiB (driver + Tornado)/driver "
+            f"{r(sum_over(both, DRIVER, 'cpu_mib'))}; "
+            f"gridserve/(driver + Tornado) {r(over_sum(g, both, 'cpu_mib'))}; Tornado/driver "
+            f"{r(pair(t, DRIVER, 'cpu_mib'))}",
+            f"  small files: CPU per request (driver + Tornado)/best peer "
+            f"{r(sum_to_best(both, peers, 'cpu_req'))}; gridserve/(driver + Tornado) "
+            f"{r(over_sum(g, both, 'cpu_req'))}; req/s at 16 connections of Tornado alone / "
+            f"best peer {r(to_best(t, peers, 'small_rps', lowest=False))}",
+        ]
     if ASYNCIO in names:
         lines.append(
             f"- uvloop/asyncio: CPU per MiB {r(pair(g, ASYNCIO, 'cpu_mib'))}; per small request "
