@@ -162,7 +162,7 @@ def play_and_seek(page: Any, name: str, tag: str) -> float:
         "() => { const p = document.getElementById('player'); p.muted = true; p.play(); }"
     )
     page.wait_for_function(
-        "() => document.getElementById('player').currentTime > 0.5", timeout=20000
+        "() => document.getElementById('player').currentTime > 0.5", timeout=60000
     )
     duration = page.evaluate("() => document.getElementById('player').duration")
     target = duration * 0.75
