@@ -40,7 +40,15 @@ from tests.livehttp import LiveServer
 from tests.mediafiles import ffprobe, framemd5, make
 from tests.nginxserver import PREFIX, Nginx, site_from_deploy
 from tests.s3server import S3Proxy
-from tests.test_browser import browser, media, open_page, page, play_and_seek
+from tests.test_browser import (
+    browser,
+    covered,
+    media,
+    open_page,
+    page,
+    play_and_seek,
+    range_start,
+)
 from tests.test_handoff_s3 import put
 
 __all__ = ["browser", "media", "page"]
@@ -87,11 +95,6 @@ class HandOffRecorder:
 
     def of(self, path: str) -> list[Answered]:
         return [a for a in self.answers if a.path == path]
-
-
-def range_start(value: str | None) -> int | None:
-    match = re.fullmatch(r"bytes=(\d+)-\d*", value or "")
-    return int(match.group(1)) if match else None
 
 
 def wait_for(condition: Any, what: Any, seconds: float = 15) -> None:
@@ -169,22 +172,6 @@ def nginx_log(nginx: Nginx) -> list[NginxSent]:
         rows.append(NginxSent(int(status), None if quoted_range == "-" else quoted_range,
                               int(sent), uri))  # fmt: skip
     return rows
-
-
-def covered(rows: list[NginxSent], end: int) -> int:
-    """How many of the bytes ``[0, end)`` the logged answers sent (their union)."""
-    spans = sorted(
-        (start, start + row.sent)
-        for row in rows
-        if row.status in (200, 206) and (start := range_start(row.range) or 0) < end
-    )
-    total, reached = 0, 0
-    for start, stop in spans:
-        start, stop = max(start, reached), min(stop, end)
-        if stop > start:
-            total += stop - start
-            reached = stop
-    return total
 
 
 def test_chromium_plays_and_seeks_through_nginx_accel_redirect(

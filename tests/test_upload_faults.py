@@ -20,6 +20,7 @@ import requests
 from tornado.httputil import HTTPServerRequest
 
 from gridserve.acl import Action, default_acl
+from gridserve.app import combined_log_line
 from gridserve.uploads import UploadPolicy
 from tests.livehttp import LiveServer
 from tests.test_uploads_http import AUTH, TOKEN, WEBM, eventually
@@ -243,3 +244,26 @@ def test_a_client_gone_mid_download_ends_as_499(
     eventually(lambda: settled(writable_server))
     text = requests.get(writable_server.url("/metrics"), timeout=10).text
     assert 'method="GET",status="499"' in text
+
+
+def test_a_download_the_client_left_logs_the_bytes_sent_not_its_length(
+    serve: Callable[..., LiveServer],
+) -> None:
+    lines: list[str] = []
+    server = serve(
+        acl=default_acl(upload_token=TOKEN),
+        log_function=lambda handler: lines.append(combined_log_line(handler)),
+    )
+    data = bytes(6 * MIB)
+    assert requests.put(server.url("/fs/long.bin"), data=data, headers=AUTH).ok
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 16384)
+        sock.sendall(b"GET /fs/long.bin HTTP/1.1\r\nHost: x\r\n\r\n")
+        sock.recv(16384)
+        eventually(lambda: assert_active(server, 1))
+        time.sleep(0.2)
+    eventually(lambda: settled(server))
+    (line,) = [line for line in lines if '"GET /fs/long.bin ' in line]
+    status, sent = re.search(r'" (\d+) (\S+) "', line).groups()  # type: ignore[union-attr]
+    assert status == "499"
+    assert int(sent) < len(data), line  # what went out before it left, not Content-Length

@@ -486,6 +486,9 @@ class GridFSHandler(StorageRequestHandler, tornado.web.StaticFileHandler):
                         size = sum(map(len, pieces))
                         if metrics is not None:
                             count_read(size)
+                        # What the access line says should the client leave meanwhile (it
+                        # is logged before this task ends): not the Content-Length.
+                        self.bytes_sent = sent
                         await self._send_pieces(pieces)
                         sent += size
                         unyielded += size
