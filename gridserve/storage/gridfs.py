@@ -40,7 +40,6 @@ from gridserve.storage.base import (
     FileNotFound,
     InvalidKey,
     Storage,
-    StorageUnavailable,
     UploadDigests,
     check_key,
     copied_validators,
@@ -55,6 +54,7 @@ from gridserve.storage.gridfsdocs import (
     object_id,
     revision_order,
 )
+from gridserve.storage.gridfserrors import driver_errors, storage_error
 from gridserve.storage.gridfsuploads import DEFAULT_LEASE_SECONDS, GridFSResumableUploads
 from gridserve.storage.lookups import FileDocumentCache
 from gridserve.storage.onereply import ONE_REPLY_BYTES, find_one_reply
@@ -184,7 +184,7 @@ class GridFSStorage(GridFSResumableUploads, Storage):
 
     async def resolve(self, key: str, revision: int | None = None) -> FileInfo:
         check_key(key)
-        try:
+        try:  # not driver_errors(): a try costs nothing on every request's path
             oid = object_id(key)
             if oid is not None:
                 cached = self.file_cache.get(oid)
@@ -197,7 +197,7 @@ class GridFSStorage(GridFSResumableUploads, Storage):
                     return info
             doc = await self._find_revision(key, -1 if revision is None else revision)
         except PyMongoError as exc:
-            raise StorageUnavailable(str(exc)) from exc
+            raise storage_error(exc) from exc
         if doc is None:
             raise FileNotFound(key)
         info = file_info_from_document(doc)
@@ -223,15 +223,13 @@ class GridFSStorage(GridFSResumableUploads, Storage):
 
     async def revisions(self, name: str) -> builtins.list[FileInfo]:
         check_key(name)
-        try:
+        with driver_errors():
             cursor = self.files.find(
                 {"filename": name},
                 FILE_FIELDS,
                 sort=[("uploadDate", ASCENDING), ("_id", ASCENDING)],
             )
             return [file_info_from_document(doc) async for doc in cursor]
-        except PyMongoError as exc:
-            raise StorageUnavailable(str(exc)) from exc
 
     async def read(
         self, info: FileInfo, start: int = 0, stop: int | None = None
@@ -313,7 +311,7 @@ class GridFSStorage(GridFSResumableUploads, Storage):
         clock = asyncio.get_running_loop().time
         last_n = math.ceil(length / size) - 1
         expected = first
-        try:
+        try:  # as in resolve: every read's path
             async with aclosing(source) as replies:
                 async for chunks in replies:
                     pieces: builtins.list[bytes | memoryview] = []
@@ -345,7 +343,7 @@ class GridFSStorage(GridFSResumableUploads, Storage):
                     if not complete:
                         break
         except PyMongoError as exc:
-            raise StorageUnavailable(str(exc)) from exc
+            raise storage_error(exc) from exc
         if expected <= last:
             # A file deleted meanwhile is FileNotFound (a 404 before the first byte, a clean
             # abort after it); chunks missing from a file still stored are corruption.
@@ -427,10 +425,8 @@ class GridFSStorage(GridFSResumableUploads, Storage):
         """Raises FileNotFound if ``info``'s file document is gone (deleted after it was
         resolved, or served from the cache): before the first byte, that is a 404."""
         self.file_cache.forget(info.id)
-        try:
+        with driver_errors():
             doc = await self.files.find_one({"_id": info.id}, {"_id": 1})
-        except PyMongoError as exc:
-            raise StorageUnavailable(str(exc)) from exc
         if doc is None:
             raise FileNotFound(str(info.id))
 
@@ -442,7 +438,7 @@ class GridFSStorage(GridFSResumableUploads, Storage):
         after ``limit`` names; each name's revisions are read to pick its newest (the last by
         ``(uploadDate, _id)``, as :meth:`resolve` picks it)."""
         found = 0
-        try:
+        with driver_errors():
             cursor = self.files.find(
                 listing_filter(prefix, after),
                 FILE_FIELDS,
@@ -464,14 +460,10 @@ class GridFSStorage(GridFSResumableUploads, Storage):
                     yield file_info_from_document(newest)
             finally:
                 await cursor.close()
-        except PyMongoError as exc:
-            raise StorageUnavailable(str(exc)) from exc
 
     async def ping(self) -> None:
-        try:
+        with driver_errors():
             await self.database.command("ping")
-        except PyMongoError as exc:
-            raise StorageUnavailable(str(exc)) from exc
 
     # -- writing -------------------------------------------------------------------------
 
@@ -538,7 +530,7 @@ class GridFSStorage(GridFSResumableUploads, Storage):
                 raise FileExists(f"a file with id {file_id} exists") from exc
             await self.cleanups.run(lambda: self._discard_chunks(file_id))
             if isinstance(exc, PyMongoError):
-                raise StorageUnavailable(f"upload of {name} failed: {exc}") from exc
+                raise storage_error(exc, f"upload of {name} failed") from exc
             raise
         finally:
             self.cleanups.save_ended()
@@ -547,12 +539,10 @@ class GridFSStorage(GridFSResumableUploads, Storage):
     async def _claim_id(self, file_id: ObjectId) -> None:
         """Makes ``file_id`` ready for a copy that keeps it: :class:`FileExists` if a file has
         it; chunks without a file (a copy killed mid-way) are orphans, deleted."""
-        try:
+        with driver_errors():
             if await self.files.find_one({"_id": file_id}, {"_id": 1}) is not None:
                 raise FileExists(f"a file with id {file_id} exists")
             await self.chunks.delete_many({"files_id": file_id})
-        except PyMongoError as exc:
-            raise StorageUnavailable(str(exc)) from exc
 
     async def _discard_chunks(self, file_id: ObjectId) -> None:
         """Deletes what an upload that failed wrote: its chunks, and its file document in case
@@ -585,11 +575,9 @@ class GridFSStorage(GridFSResumableUploads, Storage):
 
     async def delete(self, info: FileInfo) -> None:
         self.file_cache.forget(info.id)
-        try:
+        with driver_errors():
             result = await self.files.delete_one({"_id": info.id})
             await self.chunks.delete_many({"files_id": info.id})
-        except PyMongoError as exc:
-            raise StorageUnavailable(str(exc)) from exc
         if result.deleted_count == 0:
             raise FileNotFound(str(info.id))
         await self.delete_derived(info)
@@ -598,10 +586,8 @@ class GridFSStorage(GridFSResumableUploads, Storage):
 
     async def update_metadata(self, info: FileInfo, patch: Mapping[str, Any]) -> None:
         fields = {f"metadata.{key}": value for key, value in patch.items()}
-        try:
+        with driver_errors():
             result = await self.files.update_one({"_id": info.id}, {"$set": fields})
-        except PyMongoError as exc:
-            raise StorageUnavailable(str(exc)) from exc
         self.file_cache.forget(info.id)
         if result.matched_count == 0:
             raise FileNotFound(str(info.id))
@@ -614,16 +600,12 @@ class GridFSStorage(GridFSResumableUploads, Storage):
             "contentType": content_type,
             "data": data,
         }
-        try:
+        with driver_errors():
             await self.derived.replace_one({"_id": f"{info.id}/{name}"}, doc, upsert=True)
-        except PyMongoError as exc:
-            raise StorageUnavailable(str(exc)) from exc
 
     async def get_derived(self, info: FileInfo, name: str) -> Derived | None:
-        try:
+        with driver_errors():
             doc = await self.derived.find_one({"_id": f"{info.id}/{name}"})
-        except PyMongoError as exc:
-            raise StorageUnavailable(str(exc)) from exc
         if doc is None or doc.get("source") != str(info.etag):
             return None
         return Derived(
@@ -631,19 +613,15 @@ class GridFSStorage(GridFSResumableUploads, Storage):
         )
 
     async def delete_derived(self, info: FileInfo) -> None:
-        try:
+        with driver_errors():
             await self.derived.delete_many({"files_id": info.id})
-        except PyMongoError as exc:
-            raise StorageUnavailable(str(exc)) from exc
 
     async def derived_names(self, info: FileInfo) -> builtins.list[str]:
-        try:
+        with driver_errors():
             return [
                 str(doc["name"])
                 async for doc in self.derived.find({"files_id": info.id}, {"name": 1})
             ]
-        except PyMongoError as exc:
-            raise StorageUnavailable(str(exc)) from exc
 
     async def close(self) -> None:
         """Lets the uploads in flight end and their cleanups finish (at most

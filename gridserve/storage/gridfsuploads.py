@@ -46,13 +46,13 @@ from gridserve.storage.base import (
     CorruptFile,
     FileInfo,
     InvalidKey,
-    StorageUnavailable,
     UploadDigests,
     check_key,
     utc,
 )
 from gridserve.storage.gridfsappend import FREE, Append, Lease
 from gridserve.storage.gridfsdocs import file_info_from_document, new_file_document, object_id
+from gridserve.storage.gridfserrors import driver_errors, storage_error
 from gridserve.storage.resumable import (
     Checksum,
     RunningDigests,
@@ -170,19 +170,15 @@ class GridFSResumableUploads:
             "clean": True,
             "tailChunk": None,
         }
-        try:
+        with driver_errors():
             await self._ensure_upload_indexes()
             await self.uploads.insert_one(record)
-        except PyMongoError as exc:
-            raise StorageUnavailable(str(exc)) from exc
         return state_of(record)
 
     async def upload_state(self, upload_id: str) -> UploadState:
         files_id, token = parse_upload_id(upload_id)
-        try:
+        with driver_errors():
             record = await self.uploads.find_one({"_id": files_id})
-        except PyMongoError as exc:
-            raise StorageUnavailable(str(exc)) from exc
         return state_of(_owned(record, token, upload_id))
 
     async def append_upload(
@@ -210,7 +206,7 @@ class GridFSResumableUploads:
             if not lease.released:
                 await self.cleanups.run(lease.release)
             if isinstance(exc, PyMongoError):
-                raise StorageUnavailable(f"append to {upload_id} failed: {exc}") from exc
+                raise storage_error(exc, f"append to {upload_id} failed") from exc
             raise
         finally:
             self.cleanups.save_ended()
@@ -250,7 +246,7 @@ class GridFSResumableUploads:
         except BaseException as exc:
             await self.cleanups.run(lease.release)
             if isinstance(exc, PyMongoError):
-                raise StorageUnavailable(f"completion of {upload_id} failed: {exc}") from exc
+                raise storage_error(exc, f"completion of {upload_id} failed") from exc
             raise
         self.running_digests.forget(upload_id)
         return file_info_from_document(doc)
@@ -262,7 +258,7 @@ class GridFSResumableUploads:
         wrote after."""
         files_id, token = parse_upload_id(upload_id)
         now = datetime.now(timezone.utc)
-        try:
+        with driver_errors():
             deleted = await self.uploads.delete_one(
                 {"_id": files_id, "token": token, "lease.until": {"$lt": now}}
             )
@@ -272,12 +268,10 @@ class GridFSResumableUploads:
                 )
                 raise UploadLocked(f"upload {files_id} is being written by another request")
             await self._discard_upload_chunks(files_id)
-        except PyMongoError as exc:
-            raise StorageUnavailable(str(exc)) from exc
         self.running_digests.forget(upload_id)
 
     async def expired_uploads(self, now: datetime, limit: int = 1000) -> builtins.list[UploadState]:
-        try:
+        with driver_errors():
             cursor = self.uploads.find(
                 {"expiresAt": {"$lt": now}},
                 sort=[("expiresAt", ASCENDING)],
@@ -285,8 +279,6 @@ class GridFSResumableUploads:
                 batch_size=max(1, min(limit, 1000)),
             )
             records = [record async for record in cursor]
-        except PyMongoError as exc:
-            raise StorageUnavailable(str(exc)) from exc
         # A record without a token is not one begin_upload wrote (the sweep judges its chunks).
         return [state_of(r) for r in records if isinstance(r.get("token"), str) and "name" in r]
 
@@ -321,7 +313,7 @@ class GridFSResumableUploads:
                 )
                 raise UploadLocked(f"upload {files_id} is being written by another request")
         except PyMongoError as exc:
-            raise StorageUnavailable(str(exc)) from exc
+            raise storage_error(exc) from exc
         except asyncio.CancelledError:
             await self.cleanups.run(lease.release)  # taken, maybe: not held for a minute
             raise
