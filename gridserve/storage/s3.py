@@ -45,6 +45,7 @@ from gridserve.storage.base import (
 )
 from gridserve.storage.resumable import RunningDigests
 from gridserve.storage.s3complete import S3Completion
+from gridserve.storage.s3errors import translate_s3_error
 from gridserve.storage.s3uploadstate import host_locks
 from gridserve.storage.writes import Cleanups, settle
 
@@ -53,7 +54,6 @@ CLOSE_DRAIN_SECONDS = 10.0
 READ_BLOCK = 256 * 1024
 # What services report for objects stored without a type (s3proxy: application/unknown).
 _DEFAULT_TYPES = ("binary/octet-stream", "application/octet-stream", "application/unknown")
-_S3_STACK = ("aiohttp", "aiobotocore", "botocore")
 _META_KEY = "gridserve"  # x-amz-meta-gridserve: the user metadata, as JSON
 # What a copy (save(original=...)) keeps of its original beside the digests: its upload date
 # (S3's LastModified is the copy's) and, when no digest carries it, its ETag.
@@ -135,27 +135,7 @@ class S3Storage(S3Completion):
 
     @staticmethod
     def _translate(exc: Exception, key: str) -> Exception:
-        from botocore.exceptions import BotoCoreError, ClientError
-
-        original: Exception = exc
-        if isinstance(exc, ClientError):
-            error = exc.response.get("Error", {})
-            code = str(error.get("Code", ""))
-            status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
-            if code == "NoSuchBucket":  # a setup error, not a missing file
-                return StorageUnavailable("the S3 bucket does not exist (NoSuchBucket)")
-            if code in ("404", "NoSuchKey", "NotFound") or status == 404:
-                return FileNotFound(key)
-            if code in ("412", "PreconditionFailed") or status == 412:
-                return CorruptFile(f"{key}: replaced since it was looked up")
-            if status is not None and status >= 500:
-                return StorageUnavailable(f"S3 {code}: {error.get('Message', '')}")
-            return original
-        # Only the S3 stack's own errors mean "unreachable"; anything else (the upload's source
-        # failing, say) is not ours to rename.
-        if isinstance(exc, BotoCoreError) or type(exc).__module__.split(".")[0] in _S3_STACK:
-            return StorageUnavailable(f"S3 unreachable: {exc}")
-        return exc
+        return translate_s3_error(exc, key)
 
     # -- reading -------------------------------------------------------------------------
 
