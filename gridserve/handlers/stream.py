@@ -83,6 +83,7 @@ from gridserve.storage.base import (
     CorruptFile,
     FileInfo,
     FileNotFound,
+    InsufficientStorage,
     InvalidKey,
     Storage,
     StorageUnavailable,
@@ -226,6 +227,9 @@ class StorageRequestHandler(PlainErrors):
         if isinstance(exc, StorageUnavailable):
             log.warning("storage unavailable: %s", exc)
             return tornado.web.HTTPError(503, reason="Storage unavailable")
+        if isinstance(exc, InsufficientStorage):  # a write refused (tus creation): no retry
+            log.warning("storage full: %.300s", exc)
+            return tornado.web.HTTPError(507, reason="Insufficient Storage")
         raise exc
 
 

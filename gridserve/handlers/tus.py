@@ -84,6 +84,7 @@ from gridserve.handlers.tuscomplete import completion_name, content_type_of, fai
 from gridserve.media.service import MediaService
 from gridserve.storage.base import (
     FileInfo,
+    InsufficientStorage,
     InvalidKey,
     Storage,
     StorageUnavailable,
@@ -257,7 +258,7 @@ class TusHandler(StorageRequestHandler):
             )
         except NotImplementedError:
             raise tornado.web.HTTPError(501, reason="This storage takes no tus uploads") from None
-        except (StorageUnavailable, InvalidKey) as exc:
+        except (StorageUnavailable, InsufficientStorage, InvalidKey) as exc:
             raise self.storage_http_error(exc) from None
         self.state = state
         if with_body:
