@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import random
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
@@ -30,6 +31,17 @@ from tests.s3server import S3Proxy, s3proxy_jar
 SyncDB = pymongo.database.Database[dict[str, Any]]
 
 _FIGURES: list[str] = []
+
+UPLOAD_HEAD = random.Random(0).randbytes(64 * 1024)
+"""The first bytes of :func:`upload_data`: seeded, so what an upload's type check sniffs in
+them is the same on every run (``application/octet-stream``, pinned by test_uploads_policy)."""
+
+
+def upload_data(size: int) -> bytes:
+    """``size`` incompressible bytes to upload over HTTP: random after :data:`UPLOAD_HEAD`.
+    ``os.urandom`` alone sniffs as ``application/x-dosexec`` (a DOS .COM heuristic on the
+    first bytes) about once in a hundred, which the default upload policy refuses with 415."""
+    return UPLOAD_HEAD[:size] + os.urandom(max(0, size - len(UPLOAD_HEAD)))
 
 
 def report_figure(line: str) -> None:

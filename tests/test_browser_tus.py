@@ -40,7 +40,7 @@ import requests
 import gridserve
 from gridserve.acl import default_acl
 from gridserve.uploads import UploadPolicy
-from tests.conftest import report_figure
+from tests.conftest import report_figure, upload_data
 from tests.dbserver import free_port
 from tests.livehttp import LiveServer
 from tests.test_browser import ARTIFACTS, browser, page  # noqa: F401
@@ -117,7 +117,7 @@ def generated_file(path: Path, size: int) -> str:
     with path.open("wb") as out:
         written = 0
         while written < size:
-            data = os.urandom(min(MIB, size - written))
+            data = (upload_data if written == 0 else os.urandom)(min(MIB, size - written))
             out.write(data)
             digest.update(data)
             written += len(data)

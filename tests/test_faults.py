@@ -18,6 +18,7 @@ import requests
 
 from gridserve.acl import default_acl
 from gridserve.storage.gridfs import GridFSStorage
+from tests.conftest import upload_data
 from tests.dbserver import FerretDB
 from tests.livehttp import LiveServer
 
@@ -81,7 +82,7 @@ def test_database_lost_mid_upload_leaves_no_orphans(
     stop_now = threading.Event()
 
     def body() -> Iterator[bytes]:
-        block = os.urandom(256 * 1024)
+        block = upload_data(256 * 1024)
         for i in range(40):
             if i == 12:
                 stop_now.set()

@@ -13,6 +13,7 @@ from pathlib import Path
 import requests
 
 from gridserve.acl import sign_path
+from tests.conftest import upload_data
 from tests.dbserver import free_port
 from tests.nginxserver import CACHE_CONFIG, Nginx, site_from_deploy
 from tests.test_daemon import Daemon, daemons  # noqa: F401 - the fixture
@@ -118,7 +119,7 @@ def test_ranges_if_range_and_downloads_through_the_cache(
         assert sent_bytes(daemon) == filled + MIB
         assert get(nginx, "/fs/big.bin").headers["Content-Disposition"].startswith("inline")
         # Uploads pass the caching location untouched (its Range header is ignored).
-        upload = os.urandom(MIB + 3)
+        upload = upload_data(MIB + 3)
         put = requests.put(
             nginx.url("/fs/up.bin"),
             data=upload,

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import hashlib
 import io
-import os
 import time
 from collections.abc import Callable, Iterator
 from email.utils import parsedate_to_datetime
@@ -17,7 +16,7 @@ import requests
 from tusclient.client import TusClient
 
 from gridserve.acl import AllowReads, AnyOf, BearerToken
-from tests.conftest import report_figure
+from tests.conftest import report_figure, upload_data
 from tests.cutproxy import CuttingProxy
 from tests.livehttp import LiveServer
 from tests.test_daemon import Daemon
@@ -34,7 +33,7 @@ CHUNK = 16 * 1024 * 1024
 @pytest.mark.slow
 def test_tuspy_resumes_through_two_cuts(serve: Callable[..., LiveServer], backend: str) -> None:
     server = serve(acl=AnyOf(AllowReads(), BearerToken("secret")))
-    data = os.urandom(SIZE)
+    data = upload_data(SIZE)
     # Cut in the middle of the second and of the fourth PATCH (creation and HEADs are small).
     proxy = CuttingProxy(server.port, cuts=[CHUNK + CHUNK // 3, 3 * CHUNK + CHUNK // 2]).start()
     try:
@@ -75,7 +74,7 @@ def test_tuspy_resumes_with_a_new_uploader_from_the_stored_url(
     """An app that stopped (stop_at) and started again: a new uploader from the upload URL
     asks the server where to go on (HEAD) and finishes; sha1 checksums on every PATCH."""
     server = serve(acl=AnyOf(AllowReads(), BearerToken("secret")))
-    data = os.urandom(3 * 1024 * 1024 + 5)
+    data = upload_data(3 * 1024 * 1024 + 5)
     client = TusClient(server.url("/fs/.uploads/"), headers={"Authorization": "Bearer secret"})
     options = {"chunk_size": 1024 * 1024, "upload_checksum": True}
     first = client.uploader(
@@ -98,7 +97,7 @@ def test_a_1_gib_upload_in_8_mib_patches_keeps_memory_bounded(
     buffer, so the peak RSS growth is the server's."""
     server = serve(acl=AnyOf(AllowReads(), BearerToken("secret")))
     auth = {"Authorization": "Bearer secret", "Tus-Resumable": "1.0.0"}
-    block = os.urandom(MIB)
+    block = upload_data(MIB)
     created = requests.post(
         server.url("/fs/.uploads/"),
         headers={
@@ -151,7 +150,7 @@ def test_the_daemons_workers_resume_each_others_uploads(
     daemons.append(daemon)
     workers(daemon, 2)
     auth = {"Authorization": "Bearer secret", "Tus-Resumable": "1.0.0"}
-    data = os.urandom(16 * 65536)
+    data = upload_data(16 * 65536)
     created = requests.post(
         daemon.url("/fs/.uploads/"),
         headers={**auth, "Upload-Length": str(len(data)), "Upload-Metadata": "filename d2suYmlu"},

@@ -7,7 +7,6 @@ peak (VmHWM) when "5" is written to /proc/self/clear_refs.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -15,7 +14,7 @@ import pytest
 import requests
 
 from gridserve.acl import default_acl
-from tests.conftest import report_figure
+from tests.conftest import report_figure, upload_data
 from tests.livehttp import LiveServer
 
 MIB = 1024 * 1024
@@ -39,7 +38,7 @@ def test_streamed_upload_keeps_memory_bounded(
     serve: Callable[..., LiveServer], backend: str, size_mib: int
 ) -> None:
     server = serve(acl=default_acl(upload_token="t"))
-    block = os.urandom(MIB)
+    block = upload_data(MIB)
 
     def body() -> Iterator[bytes]:
         for _ in range(size_mib):

@@ -20,6 +20,7 @@ from gridserve.uploads import (
     sanitize_name,
     sniff,
 )
+from tests.conftest import UPLOAD_HEAD
 
 PNG = b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR\x00\x00\x00\x01\x00\x00\x00\x01\x08\x02\x00\x00\x00"
 HTML = b"<!DOCTYPE html><html><body><script>alert(1)</script></body></html>"
@@ -61,6 +62,7 @@ def test_renamed() -> None:
 
 
 def test_sniff() -> None:
+    assert sniff(UPLOAD_HEAD) == "application/octet-stream"  # the suite's upload_data()
     assert sniff(PNG) == "image/png"
     assert sniff(HTML) == "text/html"
     assert sniff(SVG) == "image/svg+xml"
