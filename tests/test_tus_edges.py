@@ -16,6 +16,7 @@ import requests
 
 from gridserve.uploads import UploadPolicy
 from tests.livehttp import LiveServer
+from tests.test_hostile import raw_request
 from tests.tuslive import (
     ALICE,
     BOB,
@@ -117,22 +118,11 @@ def test_owner_fingerprint_is_keyed_by_the_signing_key_and_survives_rotation(
     assert requests.get(rotated.url("/fs/keyed.mp4"), timeout=30).content == MP4
 
 
-def raw_request(server: LiveServer, request: bytes, cut: bool = False) -> bytes:
-    """Sends ``request`` on a fresh connection; returns what the server answers within a
-    second, or nothing when ``cut`` (the client hangs up after sending)."""
+def cut_request(server: LiveServer, request: bytes) -> None:
+    """Sends ``request`` on a fresh connection and hangs up (a client cut off mid-body)."""
     with socket.create_connection(("127.0.0.1", server.port)) as sock:
         sock.sendall(request)
-        if cut:
-            time.sleep(0.3)
-            return b""
-        sock.settimeout(1.0)
-        answer = b""
-        try:
-            while chunk := sock.recv(65536):
-                answer += chunk
-        except TimeoutError:
-            pass
-        return answer
+        time.sleep(0.3)
 
 
 def patch_head(url: str, offset: int, length: int, *extra: str) -> bytes:
@@ -152,7 +142,7 @@ def patch_head(url: str, offset: int, length: int, *extra: str) -> bytes:
 
 def test_a_patch_announcing_too_much_is_413_before_100_continue(server: LiveServer) -> None:
     url = created(server, name="small.mp4", length=5000)
-    answer = raw_request(server, patch_head(url, 0, 5001, "Expect: 100-continue"))
+    answer = raw_request(server.port, patch_head(url, 0, 5001, "Expect: 100-continue"))
     assert answer.startswith(b"HTTP/1.1 413 "), answer[:80]  # no 100: the body is never sent
     assert b"\r\nTus-Resumable: 1.0.0\r\n" in answer
     assert head(url).headers["Upload-Offset"] == "0"
@@ -163,8 +153,13 @@ def test_a_patch_with_a_checksum_cut_short_keeps_nothing(server: LiveServer) -> 
     part = MP4[:20000]
     digest = base64.b64encode(hashlib.sha1(part).digest()).decode()
     request = patch_head(url, 0, len(part), f"Upload-Checksum: sha1 {digest}")
-    raw_request(server, request + part[:12000], cut=True)
-    time.sleep(0.5)
+    cut_request(server, request + part[:12000])
+    # The cut PATCH is answered at once and holds the upload (423) while its bytes go away.
+    deadline = time.monotonic() + 30
+    while (probe := patch(url, 0, b"")).status_code == 423:
+        assert time.monotonic() < deadline, "the cut PATCH never let go of the upload"
+        time.sleep(0.1)
+    assert probe.status_code == 204, probe  # 409 if the cut PATCH had kept bytes
     assert head(url).headers["Upload-Offset"] == "0"  # unverifiable bytes are not kept
     assert patch(url, 0, MP4).status_code == 204
 
