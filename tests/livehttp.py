@@ -83,6 +83,17 @@ class LiveServer:
         assert self._loop is not None
         return asyncio.run_coroutine_threadsafe(coro, self._loop).result(timeout)
 
+    def in_flight(self) -> int:
+        """Requests the application has neither finished nor seen their client leave (its
+        ``gridserve_tracker``), counted on the server's loop: every other request is logged."""
+
+        async def count() -> int:
+            tracker = self.app.settings.get("gridserve_tracker")
+            return 0 if tracker is None else int(tracker.active)
+
+        result: int = self.run_coroutine(count())
+        return result
+
     def _run(self) -> None:
         try:
             asyncio.run(self._main())

@@ -154,10 +154,10 @@ def first_frame(page: Any, server: LiveServer, recorder: Recorder, name: str) ->
     def file_requests() -> list[Any]:
         return [r for r in recorder.media() if begin <= r.started <= shown and r.method == "GET"]
 
-    while not file_requests():
+    # A response still in flight is logged when its connection closes.
+    while not file_requests() or server.in_flight():
         assert time.monotonic() < deadline, recorder.requests
         time.sleep(0.1)
-    time.sleep(1)  # a response still in flight is logged when its connection closes
     return len(file_requests()), sent
 
 
