@@ -132,7 +132,8 @@ async def test_file_documents_by_id_are_reused_for_their_cache_time(
     watched: tuple[Any, CommandLog],
 ) -> None:
     db, log = watched
-    storage = GridFSStorage(db, file_cache_seconds=0.5)
+    # Long enough for the two lookups and the update below on a loaded machine
+    storage = GridFSStorage(db, file_cache_seconds=2.0)
     info = await storage.save("a.bin", pieces(b"x" * 10))
     key = str(info.id)
     log.commands.clear()
@@ -141,7 +142,7 @@ async def test_file_documents_by_id_are_reused_for_their_cache_time(
     assert len(log.finds("fs.files")) == 1
     await db["fs.files"].update_one({"_id": info.id}, {"$set": {"filename": "b.bin"}})
     assert (await storage.resolve(key)).filename == "a.bin"
-    await asyncio.sleep(0.6)
+    await asyncio.sleep(2.1)
     assert (await storage.resolve(key)).filename == "b.bin"
     assert len(log.finds("fs.files")) == 2
     await storage.delete(await storage.resolve(key))
