@@ -532,7 +532,7 @@ def test_a_refusal_is_final_and_says_why(
     page.click("#upload-form button[type=submit]")
     page.wait_for_function(
         "() => document.getElementById('upload-status').textContent.startsWith('Upload refused')",
-        timeout=5000,
+        timeout=30000,  # a retried 409 would show after minutes of retries (RETRY_DELAYS)
     )
     assert page.locator("#upload-status").text_content().startswith("Upload refused: 409")
     assert [r.status for r in traffic.of("POST")] == [201, 409]

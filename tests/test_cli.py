@@ -30,9 +30,9 @@ def wait_for_http(url: str, process: subprocess.Popen[str], timeout: float = 20)
         if process.poll() is not None:
             raise AssertionError(f"gridserve exited early: {process.communicate()[1]}")
         try:
-            requests.get(url, timeout=1)
+            requests.get(url, timeout=5)
             return
-        except requests.ConnectionError:
+        except (requests.ConnectionError, requests.Timeout):  # not listening, or still busy
             time.sleep(0.1)
     raise AssertionError(f"{url} did not answer")
 
