@@ -209,11 +209,11 @@ def test_unknown_method_oversized_headers_and_body_on_get(server: LiveServer, st
 
 def test_slow_header_senders_are_dropped(serve: Callable[..., LiveServer], stored: str) -> None:
     server = serve(server_options={"idle_connection_timeout": 1.0})
-    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
+    with socket.create_connection(("127.0.0.1", server.port), timeout=30) as sock:
         sock.sendall(b"GET /fs/clip.webm HTTP/1.1\r\n")
         started = time.monotonic()
         assert sock.recv(100) == b""  # closed by the server, not answered
-        assert time.monotonic() - started < 5
+        assert time.monotonic() - started < 10  # after its 1 s, on a loaded machine too
     assert_up(server, stored)
 
 
