@@ -22,6 +22,7 @@ from pymongo.errors import OperationFailure
 
 from gridserve.acl import default_acl
 from gridserve.storage.gridfs import GridFSStorage
+from tests.conftest import upload_data
 from tests.dbserver import FerretDB, ferretdb_binary
 from tests.livehttp import LiveServer
 from tests.test_upload_faults import MIB, settled
@@ -29,7 +30,7 @@ from tests.test_uploads_http import TOKEN, eventually
 
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 TUS = {"Tus-Resumable": "1.0.0", **AUTH}
-BODY = os.urandom(8 * MIB)  # twice the disk
+BODY = upload_data(8 * MIB)  # twice the disk; never sniffed as refused (415)
 DISK = "4m"
 
 
