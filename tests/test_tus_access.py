@@ -124,7 +124,13 @@ def test_concurrent_patch_is_423(server: LiveServer) -> None:
     thread.start()
     try:
         assert started.wait(20)
-        time.sleep(1.0)  # the client has sent its first bytes: the server is appending them
+        # The client has sent its first bytes; once the server has the request, give it a
+        # second to take the upload (a loaded machine is slow to get that far).
+        deadline = time.monotonic() + 20
+        while server.in_flight() < 1:
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        time.sleep(1.0)
         second = patch(url, 0, MP4[:10])
         assert second.status_code == 423, second.text
         terminate = requests.delete(url, headers={**TUS, **ALICE}, timeout=30)
