@@ -39,7 +39,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from scripts.benchmarks import CHUNK, MIB, PY, Server, running  # noqa: E402
+from scripts.benchtools import CHUNK, MIB, PY, Server, running  # noqa: E402
 from tests.dbserver import (  # noqa: E402
     FastDatabase,
     FerretDB,

@@ -34,7 +34,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from scripts.benchmarks import Server, running, seed  # noqa: E402
+from scripts.benchmarks import seed  # noqa: E402
+from scripts.benchtools import Server, running  # noqa: E402
 from scripts.cpubench import contestants, summary  # noqa: E402
 from scripts.cpubench.full import FULL, FULL_DOWNLOAD  # noqa: E402
 from scripts.cpubench.probes import stalled_readers_rss  # noqa: E402

@@ -32,7 +32,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from scripts.benchmarks import MIB, PY, Server, checked, running, wrk  # noqa: E402
+from scripts.benchtools import MIB, PY, Server, checked, running, wrk  # noqa: E402
 from tests.dbserver import free_port  # noqa: E402
 from tests.nginxserver import Nginx, site_from_deploy  # noqa: E402
 

@@ -47,7 +47,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from scripts.bench_handoff import SMALL, bare_application, behind_nginx, gridserve  # noqa: E402
-from scripts.benchmarks import PY, Server, checked, running, wrk  # noqa: E402
+from scripts.benchtools import PY, Server, checked, running, wrk  # noqa: E402
 from tests.dbserver import free_port  # noqa: E402
 from tests.nginxserver import Nginx  # noqa: E402
 

@@ -30,7 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import pymongo
 import requests
 
-from scripts.benchmarks import PY, TOKEN, Server, running
+from scripts.benchtools import PY, TOKEN, Server, running
 from tests.dbserver import FerretDB, ferretdb_binary, free_port
 
 MIB = 1024 * 1024

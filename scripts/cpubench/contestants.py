@@ -12,7 +12,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from scripts.benchmarks import PY, ROOT, SMALL, Server, servers
+from scripts.benchmarks import SMALL, servers
+from scripts.benchtools import PY, ROOT, Server
 from scripts.cpubench.full import FULL
 from tests.dbserver import free_port
 

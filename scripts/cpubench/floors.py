@@ -15,7 +15,8 @@ import hashlib
 import time
 from typing import Any
 
-from scripts.benchmarks import CHUNK, MIB, SMALL_COUNT
+from scripts.benchmarks import SMALL_COUNT
+from scripts.benchtools import CHUNK, MIB
 
 
 async def read_floor(uri: str, db_name: str, filename: str) -> tuple[float, float]:

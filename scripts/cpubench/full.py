@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import asyncio
 
-from scripts.benchmarks import MIB, Server
+from scripts.benchtools import MIB, Server
 from scripts.cpubench.floors import read_floor
 from scripts.cpubench.probes import curl_downloads, page_faults, server_cpu
 from scripts.cpubench.scenario import Figures, Scenario, Setup

@@ -17,7 +17,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
-from scripts.benchmarks import TOKEN, Server
+from scripts.benchtools import TOKEN, Server
 
 TICKS = os.sysconf("SC_CLK_TCK")
 T = TypeVar("T")

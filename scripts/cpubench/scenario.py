@@ -10,7 +10,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from scripts.benchmarks import Server
+from scripts.benchtools import Server
 
 Figures = dict[str, float]
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 
-from scripts.benchmarks import MIB, Server
+from scripts.benchtools import MIB, Server
 from scripts.cpubench.contestants import is_gridserve
 from scripts.cpubench.floors import upload_floor
 from scripts.cpubench.probes import put, server_cpu

@@ -1,0 +1,154 @@
+"""What every benchmark script shares: where things are, a server run as a process of its own
+(:class:`Server`, :func:`running`) and wrk with its output read (:func:`wrk`, :func:`checked`).
+
+It measures nothing itself: ``scripts/benchmarks.py`` (gridserve against its peers),
+``scripts/bench_cpu.py`` and the other ``scripts/bench_*.py`` build on it.
+"""
+
+from __future__ import annotations
+
+import http.client
+import os
+import re
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+MIB = 1024 * 1024
+CHUNK = 255 * 1024
+PY = sys.executable
+TOKEN = "bench-token"
+
+# -- processes ----------------------------------------------------------------------------------
+
+
+@dataclass
+class Server:
+    name: str
+    command: list[str]
+    port: int
+    supports_ranges: bool = True
+    env: dict[str, str] = field(default_factory=dict)
+    process: subprocess.Popen[bytes] | None = None
+
+    def url(self, path: str) -> str:
+        return f"http://127.0.0.1:{self.port}{path}"
+
+    def start(self) -> None:
+        self.process = subprocess.Popen(
+            self.command,
+            env={**os.environ, **self.env},
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=2)
+                conn.request("HEAD", "/fs/small/0.bin")
+                conn.getresponse().read()
+                conn.close()
+                return
+            except OSError:
+                time.sleep(0.1)
+        raise RuntimeError(f"{self.name} did not start")
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGTERM)
+            try:
+                self.process.wait(15)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait()
+
+    def rss(self) -> int:
+        """Resident memory of the server's process group (nginx has workers), bytes."""
+        assert self.process is not None
+        total = 0
+        for status in Path("/proc").glob("[0-9]*/stat"):
+            try:
+                fields = status.read_text().rsplit(")", 1)[1].split()
+                if int(fields[2]) == self.process.pid:  # process group id
+                    statm = (status.parent / "statm").read_text().split()
+                    total += int(statm[1]) * os.sysconf("SC_PAGE_SIZE")
+            except (OSError, IndexError, ValueError):
+                continue
+        return total
+
+
+@contextmanager
+def running(server: Server) -> Iterator[Server]:
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+# -- wrk --------------------------------------------------------------------------------------
+
+
+@dataclass
+class WrkResult:
+    requests_per_s: float
+    mib_per_s: float
+    p50_ms: float
+    p99_ms: float
+    requests: int
+    errors: int
+    non_2xx: int
+
+
+def _ms(text: str) -> float:
+    value, unit = re.fullmatch(r"([\d.]+)(us|ms|s|m)", text).groups()  # type: ignore[union-attr]
+    return float(value) * {"us": 0.001, "ms": 1, "s": 1000, "m": 60000}[unit]
+
+
+def _mib(text: str) -> float:
+    value, unit = re.fullmatch(r"([\d.]+)(B|KB|MB|GB)", text).groups()  # type: ignore[union-attr]
+    return float(value) * {"B": 1 / MIB, "KB": 1 / 1024, "MB": 1, "GB": 1024}[unit]
+
+
+def wrk(url: str, connections: int, seconds: float, script: str | None = None) -> WrkResult:
+    duration = f"-d{max(1, round(seconds))}s"  # wrk takes whole seconds
+    command = ["wrk", f"-t{min(2, connections)}", f"-c{connections}", duration]
+    command += ["--latency", "--timeout", "30s"]
+    with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as lua:
+        lua.write(script or "")
+    if script:
+        command += ["-s", lua.name]
+    output = subprocess.run([*command, url], capture_output=True, text=True, check=True).stdout
+    os.unlink(lua.name)
+
+    def find(pattern: str, default: str = "0") -> str:
+        match = re.search(pattern, output)
+        return match.group(1) if match else default
+
+    errors = sum(int(n) for n in re.findall(r"(?:connect|read|write|timeout) (\d+)", output))
+    return WrkResult(
+        requests_per_s=float(find(r"Requests/sec:\s+([\d.]+)")),
+        mib_per_s=_mib(find(r"Transfer/sec:\s+([\d.]+\w+)", "0B")),
+        p50_ms=_ms(find(r"\s50%\s+([\d.]+\w+)", "0ms")),
+        p99_ms=_ms(find(r"\s99%\s+([\d.]+\w+)", "0ms")),
+        requests=int(find(r"(\d+) requests in")),
+        errors=errors,
+        non_2xx=int(find(r"Non-2xx or 3xx responses: (\d+)")),
+    )
+
+
+def checked(name: str, result: WrkResult) -> WrkResult:
+    """A figure only counts when every response was a success."""
+    if result.non_2xx or result.errors:
+        raise RuntimeError(
+            f"{name}: {result.non_2xx} non-2xx responses and {result.errors} socket errors"
+        )
+    return result
