@@ -34,7 +34,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from scripts.benchmarks import seed  # noqa: E402
+from scripts.benchdata import seed  # noqa: E402
 from scripts.benchtools import Server, running  # noqa: E402
 from scripts.cpubench import contestants, summary  # noqa: E402
 from scripts.cpubench.full import FULL, FULL_DOWNLOAD  # noqa: E402

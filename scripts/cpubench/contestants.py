@@ -1,4 +1,4 @@
-"""The servers ``scripts/bench --cpu`` compares, built on :func:`scripts.benchmarks.servers`.
+"""The servers ``scripts/bench --cpu`` compares, built on :func:`scripts.benchdata.servers`.
 
 gridserve runs on its default event loop (uvloop when installed) and again on asyncio's; the
 peers are motor's two GridFS handlers. :data:`TORNADO_FLOOR` is no GridFS server: Tornado
@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from scripts.benchmarks import SMALL, servers
+from scripts.benchdata import SMALL, servers
 from scripts.benchtools import PY, ROOT, Server
 from scripts.cpubench.full import FULL
 from tests.dbserver import free_port

@@ -15,7 +15,7 @@ import hashlib
 import time
 from typing import Any
 
-from scripts.benchmarks import SMALL_COUNT
+from scripts.benchdata import SMALL_COUNT
 from scripts.benchtools import CHUNK, MIB
 
 

@@ -20,7 +20,7 @@ class Setup:
     """What every scenario of a run shares."""
 
     uri: str
-    prefix: str  # databases are f"{prefix}_{dataset}" (scripts.benchmarks.seed)
+    prefix: str  # databases are f"{prefix}_{dataset}" (scripts.benchdata.seed)
     seconds: float  # about how long one contestant's share of a round lasts
     upload: bytes  # what the upload scenario sends
 

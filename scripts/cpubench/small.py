@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 
-from scripts.benchmarks import SMALL_COUNT, SMALL_FILES_LUA
+from scripts.benchdata import SMALL_COUNT, SMALL_FILES_LUA
 from scripts.benchtools import Server, checked, wrk
 from scripts.cpubench.floors import small_floor
 from scripts.cpubench.probes import serial_gets, server_cpu
