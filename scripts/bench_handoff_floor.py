@@ -47,30 +47,31 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from scripts.bench_handoff import SMALL, bare_application, behind_nginx, gridserve  # noqa: E402
-from scripts.benchtools import PY, Server, checked, running, wrk  # noqa: E402
+from scripts.benchtools import (  # noqa: E402
+    PPID,
+    PY,
+    TICKS,
+    Server,
+    checked,
+    live_processes,
+    running,
+    stat_fields,
+    wrk,
+)
 from tests.dbserver import free_port  # noqa: E402
 from tests.nginxserver import Nginx  # noqa: E402
-
-TICK = os.sysconf("SC_CLK_TCK")
 
 
 def cpu_seconds(pid: int) -> float:
     """User + system CPU seconds of process ``pid`` so far."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / TICK
+    fields = stat_fields(Path(f"/proc/{pid}/stat"))
+    return (int(fields[11]) + int(fields[12])) / TICKS
 
 
 def children_cpu_seconds(parent: int) -> float:
     """User + system CPU seconds so far of the children of ``parent`` (nginx's workers)."""
-    total = 0.0
-    for status in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = status.read_text().rsplit(")", 1)[1].split()
-            if int(fields[1]) == parent:
-                total += (int(fields[11]) + int(fields[12])) / TICK
-        except (OSError, IndexError, ValueError):
-            continue
-    return total
+    children = live_processes(PPID, parent).values()
+    return sum(((int(f[11]) + int(f[12])) / TICKS for f in children), 0.0)
 
 
 def wrk_cpu_seconds() -> float:

@@ -26,6 +26,33 @@ CHUNK = 255 * 1024
 PY = sys.executable
 TOKEN = "bench-token"
 
+# -- /proc --------------------------------------------------------------------------------------
+
+TICKS = os.sysconf("SC_CLK_TCK")
+PPID, PGRP = 1, 2  # indexes into stat_fields: the parent's pid, the process group id
+
+
+def stat_fields(stat: Path) -> list[str]:
+    """The fields of a ``/proc/<pid>/stat`` after the command name (field 3 onwards: state,
+    ppid, pgrp, ...; utime, stime, cutime, cstime at 11 to 14, in :data:`TICKS`)."""
+    return stat.read_text().rsplit(")", 1)[1].split()
+
+
+def live_processes(index: int, value: int) -> dict[Path, list[str]]:
+    """``/proc/<pid>`` and :func:`stat_fields` of every live process whose field ``index``
+    (:data:`PPID`, :data:`PGRP`) is ``value``: a process group's members, a parent's
+    children."""
+    found = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat_fields(stat)
+            if int(fields[index]) == value:
+                found[stat.parent] = fields
+        except (OSError, IndexError, ValueError):
+            continue  # a process that ended meanwhile
+    return found
+
+
 # -- processes ----------------------------------------------------------------------------------
 
 
@@ -74,14 +101,12 @@ class Server:
         """Resident memory of the server's process group (nginx has workers), bytes."""
         assert self.process is not None
         total = 0
-        for status in Path("/proc").glob("[0-9]*/stat"):
+        for proc in live_processes(PGRP, self.process.pid):
             try:
-                fields = status.read_text().rsplit(")", 1)[1].split()
-                if int(fields[2]) == self.process.pid:  # process group id
-                    statm = (status.parent / "statm").read_text().split()
-                    total += int(statm[1]) * os.sysconf("SC_PAGE_SIZE")
+                statm = (proc / "statm").read_text().split()
+                total += int(statm[1]) * os.sysconf("SC_PAGE_SIZE")
             except (OSError, IndexError, ValueError):
-                continue
+                continue  # a process that ended meanwhile
         return total
 
 

@@ -9,7 +9,6 @@ every process in it, and what they reaped): one figure for a single process and 
 from __future__ import annotations
 
 import http.client
-import os
 import socket
 import subprocess
 import time
@@ -17,45 +16,27 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
-from scripts.benchtools import TOKEN, Server
+from scripts.benchtools import PGRP, TICKS, TOKEN, Server, live_processes, stat_fields
 
-TICKS = os.sysconf("SC_CLK_TCK")
 T = TypeVar("T")
-
-
-def _stat_fields(path: Path) -> list[str]:
-    """The fields of a ``/proc/<pid>/stat`` after the command name (field 3 onwards)."""
-    return path.read_text().rsplit(")", 1)[1].split()
 
 
 def process_cpu(pid: int) -> float:
     """CPU seconds (user + system) used so far by process ``pid`` and its reaped children."""
-    fields = _stat_fields(Path(f"/proc/{pid}/stat"))
+    fields = stat_fields(Path(f"/proc/{pid}/stat"))
     return sum(int(f) for f in fields[11:15]) / TICKS
-
-
-def _group_stats(pgid: int) -> list[list[str]]:
-    """The ``stat`` fields of every live process of process group ``pgid``."""
-    found = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = _stat_fields(stat)
-            if int(fields[2]) == pgid:
-                found.append(fields)
-        except (OSError, IndexError, ValueError):
-            continue  # a process that ended meanwhile
-    return found
 
 
 def group_cpu(pgid: int) -> float:
     """CPU seconds used so far by every live process of process group ``pgid`` (and what each
     reaped): a server started in a session of its own, workers included."""
-    return sum(int(f) for fields in _group_stats(pgid) for f in fields[11:15]) / TICKS
+    group = live_processes(PGRP, pgid).values()
+    return sum(int(f) for fields in group for f in fields[11:15]) / TICKS
 
 
 def page_faults(pgid: int) -> int:
     """Minor page faults so far of the processes of group ``pgid``."""
-    return sum(int(fields[7]) for fields in _group_stats(pgid))
+    return sum(int(fields[7]) for fields in live_processes(PGRP, pgid).values())
 
 
 def server_cpu(server: Server, work: Callable[..., T], *args: Any) -> tuple[T, float]:
