@@ -39,13 +39,12 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from scripts.benchtools import CHUNK, MIB, PY, Server, running  # noqa: E402
+from scripts.benchtools import CHUNK, MIB, Server, gridserve_server, running  # noqa: E402
 from tests.dbserver import (  # noqa: E402
     FastDatabase,
     FerretDB,
     bench_database_launcher,
     ferretdb_binary,
-    free_port,
 )
 
 CLIENTS = 16
@@ -68,13 +67,6 @@ def seed(uri: str, disk: Path, sizes: dict[str, int]) -> dict[str, bytes]:
         files[name] = data
     client.close()
     return files
-
-
-def gridserve(storage: str, *options: str) -> Server:
-    port = free_port()
-    command = [PY, "-m", "gridserve.cli", "serve", "--log-level", "warning"]
-    command += ["--storage", storage, "--port", str(port), *options]
-    return Server("gridserve", command, port)
 
 
 def metric(server: Server, name: str) -> float:
@@ -141,7 +133,7 @@ def seeks(
 
 def scan_while_hot(storage: str, hot: bytes, scan_size: int, seeks_per_client: int) -> str:
     cache = int(len(hot) * 1.6)
-    with running(gridserve(storage, "--chunk-cache", str(cache))) as server:
+    with running(gridserve_server(storage, "--chunk-cache", str(cache))) as server:
         seeks(server, "/fs/hot.bin", hot, 8, clients=4)  # warm: read more than once
         downloads(server, "/fs/hot.bin", len(hot))
         hits0 = metric(server, "gridserve_cache_hits_total")
@@ -194,11 +186,11 @@ def main() -> int:
             ("cache off", storage, ["--chunk-cache", "0"]),
             ("local disk", str(workdir), []),
         ):
-            with running(gridserve(target, *options)) as server:  # a cold cache
+            with running(gridserve_server(target, *options)) as server:  # a cold cache
                 down = downloads(server, "/fs/hot.bin", size)
                 down_again = downloads(server, "/fs/hot.bin", size)
                 read_down = metric(server, "gridserve_storage_read_bytes_total")
-            with running(gridserve(target, *options)) as server:
+            with running(gridserve_server(target, *options)) as server:
                 seek, spans = seeks(server, "/fs/hot.bin", hot, args.seeks)
                 seek_again, _ = seeks(server, "/fs/hot.bin", hot, args.seeks)
                 read_seek = metric(server, "gridserve_storage_read_bytes_total")

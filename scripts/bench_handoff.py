@@ -32,7 +32,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from scripts.benchtools import MIB, PY, Server, checked, running, wrk  # noqa: E402
+from scripts.benchtools import MIB, PY, Server, checked, gridserve_server, running, wrk  # noqa: E402
 from tests.dbserver import free_port  # noqa: E402
 from tests.nginxserver import Nginx, site_from_deploy  # noqa: E402
 
@@ -42,10 +42,8 @@ HEALTH_LOCAL = 'location = /healthz { return 200 "ok"; }'
 
 
 def gridserve(disk: Path, *options: str) -> Server:
-    port = free_port()
-    command = [PY, "-m", "gridserve.cli", "serve", "--log-level", "warning", "--no-ui"]
-    command += ["--storage", str(disk), "--port", str(port), *options]
-    return Server("gridserve", command, port)
+    """gridserve on ``disk``, its UI off, with ``options``."""
+    return gridserve_server(disk, "--no-ui", *options)
 
 
 def behind_nginx(port: int, disk: Path) -> str:

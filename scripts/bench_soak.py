@@ -30,8 +30,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import pymongo
 import requests
 
-from scripts.benchtools import PY, TOKEN, Server, running
-from tests.dbserver import FerretDB, ferretdb_binary, free_port
+from scripts.benchtools import TOKEN, Server, gridserve_server, running
+from tests.dbserver import FerretDB, ferretdb_binary
 
 MIB = 1024 * 1024
 GAUGES = (
@@ -120,13 +120,10 @@ def main() -> int:
     database = FerretDB(ferretdb_binary())
     database.start()
     db_name = "soak"
-    port = free_port()
-    server = Server(
-        "gridserve (GridFS)",
-        [PY, "-m", "gridserve.cli", "serve", "--log-level", "warning", "--storage",
-         database.uri + db_name, "--port", str(port), "--upload-token", TOKEN],
-        port,
-    )  # fmt: skip
+    server = gridserve_server(
+        database.uri + db_name, "--upload-token", TOKEN, name="gridserve (GridFS)"
+    )
+    port = server.port
     try:
         with running(server):
             time.sleep(1)

@@ -10,7 +10,7 @@ import textwrap
 from pathlib import Path
 from typing import Any
 
-from scripts.benchtools import CHUNK, MIB, PY, ROOT, TOKEN, Server
+from scripts.benchtools import CHUNK, MIB, PY, ROOT, TOKEN, Server, gridserve_server
 from tests.dbserver import free_port
 
 LARGE = 60 * MIB  # FerretDB v1 cannot serve peers' unbatched cursors over ~250 chunks
@@ -80,24 +80,13 @@ SEEK_LOAD_LUA = textwrap.dedent(
 
 
 def servers(uri: str, db_name: str, disk: Path, workdir: Path) -> dict[str, Server]:
-    gridserve = [PY, "-m", "gridserve.cli", "serve", "--log-level", "warning"]
     found = {}
-    port = free_port()
-    found["gridserve (GridFS)"] = Server(
-        "gridserve (GridFS)",
-        # The chunk cache off: these figures compare reading the database (scripts/bench
-        # --cache measures the cache).
-        [
-            *gridserve,
-            *("--storage", uri + db_name, "--port", str(port), "--upload-token", TOKEN),
-            *("--chunk-cache", "0"),
-        ],
-        port,
+    # The chunk cache off: these figures compare reading the database (scripts/bench --cache
+    # measures the cache).
+    found["gridserve (GridFS)"] = gridserve_server(
+        uri + db_name, "--upload-token", TOKEN, "--chunk-cache", "0", name="gridserve (GridFS)"
     )
-    port = free_port()
-    found["gridserve (local)"] = Server(
-        "gridserve (local)", [*gridserve, "--storage", str(disk), "--port", str(port)], port
-    )
+    found["gridserve (local)"] = gridserve_server(disk, name="gridserve (local)")
     port = free_port()
     found["motor GridFSHandler"] = Server(
         "motor GridFSHandler",

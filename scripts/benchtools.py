@@ -20,6 +20,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from tests.dbserver import free_port
+
 ROOT = Path(__file__).resolve().parent.parent
 MIB = 1024 * 1024
 CHUNK = 255 * 1024
@@ -108,6 +110,15 @@ class Server:
             except (OSError, IndexError, ValueError):
                 continue  # a process that ended meanwhile
         return total
+
+
+def gridserve_server(storage: str | Path, *options: str, name: str = "gridserve") -> Server:
+    """``gridserve serve`` of ``storage`` (a directory or a database URI) on a free port,
+    logging warnings only, with ``options`` besides."""
+    port = free_port()
+    command = [PY, "-m", "gridserve.cli", "serve", "--log-level", "warning"]
+    command += ["--storage", str(storage), "--port", str(port), *options]
+    return Server(name, command, port)
 
 
 @contextmanager
