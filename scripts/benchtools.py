@@ -158,12 +158,12 @@ def wrk(url: str, connections: int, seconds: float, script: str | None = None) -
     duration = f"-d{max(1, round(seconds))}s"  # wrk takes whole seconds
     command = ["wrk", f"-t{min(2, connections)}", f"-c{connections}", duration]
     command += ["--latency", "--timeout", "30s"]
-    with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as lua:
-        lua.write(script or "")
-    if script:
-        command += ["-s", lua.name]
-    output = subprocess.run([*command, url], capture_output=True, text=True, check=True).stdout
-    os.unlink(lua.name)
+    with tempfile.NamedTemporaryFile("w", suffix=".lua") as lua:  # removed, wrk failing or not
+        if script:
+            lua.write(script)
+            lua.flush()
+            command += ["-s", lua.name]
+        output = subprocess.run([*command, url], capture_output=True, text=True, check=True).stdout
 
     def find(pattern: str, default: str = "0") -> str:
         match = re.search(pattern, output)
