@@ -103,11 +103,11 @@ def rounds(
     """``args.repeats`` rounds, each measuring every server once in turn, so a round's servers
     share the machine's load of that moment (it is shared): MiB/s, or req/s when ``small``."""
     for base in urls.values():
-        wrk(base + path, connections, 2, " " if small else None)  # warm up
+        wrk(base + path, connections, 2)  # warm up
     results: dict[str, list[float]] = {name: [] for name in urls}
     for _ in range(args.repeats):
         for name, base in urls.items():
-            result = wrk(base + path, connections, args.seconds, " " if small else None)
+            result = wrk(base + path, connections, args.seconds)
             checked(name, result)
             results[name].append(result.requests_per_s if small else result.mib_per_s)
     return results

@@ -301,7 +301,7 @@ def measure(
     microseconds per request of the Python process, of nginx's worker, of wrk, and their sum."""
     results: dict[str, list[tuple[float, ...]]] = {name: [] for name in contestants}
     for contestant in contestants.values():
-        wrk(contestant.url + "/fs/small.bin", args.connections, 2, " ")  # warm up
+        wrk(contestant.url + "/fs/small.bin", args.connections, 2)  # warm up
     for number in range(args.repeats):
         for name, contestant in contestants.items():
             nginx = contestant.nginx
@@ -311,7 +311,7 @@ def measure(
                 wrk_cpu_seconds(),
             )
             url = contestant.url + "/fs/small.bin"
-            result = checked(name, wrk(url, args.connections, args.seconds, " "))
+            result = checked(name, wrk(url, args.connections, args.seconds))
             after = (
                 cpu_seconds(contestant.python),
                 children_cpu_seconds(nginx) if nginx else 0.0,
