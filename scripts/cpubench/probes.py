@@ -13,18 +13,11 @@ import socket
 import subprocess
 import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any, TypeVar
 
-from scripts.benchtools import PGRP, TICKS, TOKEN, Server, live_processes, stat_fields
+from scripts.benchtools import PGRP, TICKS, TOKEN, Server, live_processes
 
 T = TypeVar("T")
-
-
-def process_cpu(pid: int) -> float:
-    """CPU seconds (user + system) used so far by process ``pid`` and its reaped children."""
-    fields = stat_fields(Path(f"/proc/{pid}/stat"))
-    return sum(int(f) for f in fields[11:15]) / TICKS
 
 
 def group_cpu(pgid: int) -> float:
