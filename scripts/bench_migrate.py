@@ -32,11 +32,9 @@ sys.path.insert(0, str(ROOT))
 import gridfs  # noqa: E402
 import pymongo  # noqa: E402
 
+from scripts.benchtools import CHUNK, MIB  # noqa: E402
 from tests.dbserver import FerretDB, ferretdb_binary  # noqa: E402
 from tests.s3server import ACCESS_KEY, SECRET_KEY, S3Proxy, s3proxy_jar  # noqa: E402
-
-MIB = 1024 * 1024
-CHUNK = 255 * 1024
 
 
 def seed(db: Any, files: int, size: int) -> int:

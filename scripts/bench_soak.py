@@ -30,10 +30,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import pymongo
 import requests
 
-from scripts.benchtools import TOKEN, Server, gridserve_server, running
+from scripts.benchtools import MIB, TOKEN, Server, gridserve_server, running
 from tests.dbserver import FerretDB, ferretdb_binary
 
-MIB = 1024 * 1024
 GAUGES = (
     "gridserve_streams_in_flight",
     "gridserve_uploads_in_flight",

@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from scripts.benchtools import PGRP, TICKS, TOKEN, Server, live_processes
+from scripts.benchtools import MIB, PGRP, TICKS, TOKEN, Server, live_processes
 
 T = TypeVar("T")
 
@@ -79,7 +79,7 @@ def stalled_readers_rss(server: Server, count: int = 50) -> float:
     """MiB of resident memory the server grows by while ``count`` clients request the large
     file and read nothing (a 4 KiB receive buffer each), per client."""
     time.sleep(1.5)  # past the idle trim after the last download
-    before = server.rss() / 2**20
+    before = server.rss() / MIB
     clients = []
     for _ in range(count):
         client = socket.socket()
@@ -88,7 +88,7 @@ def stalled_readers_rss(server: Server, count: int = 50) -> float:
         client.sendall(b"GET /fs/large.bin HTTP/1.1\r\nHost: bench\r\n\r\n")
         clients.append(client)
     time.sleep(4)
-    grown = server.rss() / 2**20 - before
+    grown = server.rss() / MIB - before
     for client in clients:
         client.close()
     return grown / count
