@@ -47,6 +47,7 @@ from scripts.benchtools import (  # noqa: E402
     Server,
     WrkResult,
     checked,
+    curl_command,
     running,
     wrk,
 )
@@ -71,8 +72,7 @@ def downloads(url: str, clients: int, seconds: float) -> float:
     count a window of a run in which 8 clients of a slow server finish no download at all."""
 
     def run(repeats: int) -> tuple[int, float]:
-        command = ["curl", "-sS", "--fail", "-w", "%{size_download}\\n"]
-        command += [arg for _ in range(repeats) for arg in ("-o", "/dev/null", url)]
+        command = curl_command(url, repeats)
         start = time.perf_counter()
         procs = [
             subprocess.Popen(command, stdout=subprocess.PIPE, text=True) for _ in range(clients)

@@ -121,6 +121,13 @@ def gridserve_server(storage: str | Path, *options: str, name: str = "gridserve"
     return Server(name, command, port)
 
 
+def curl_command(url: str, count: int) -> list[str]:
+    """One curl downloading ``url`` whole ``count`` times in a row on one keep-alive connection,
+    failing on an HTTP error; it prints each download's size in bytes on a line."""
+    command = ["curl", "-sS", "--fail", "-w", "%{size_download}\\n"]
+    return command + [arg for _ in range(count) for arg in ("-o", "/dev/null", url)]
+
+
 @contextmanager
 def running(server: Server) -> Iterator[Server]:
     server.start()

@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from scripts.benchtools import MIB, PGRP, TICKS, TOKEN, Server, live_processes
+from scripts.benchtools import MIB, PGRP, TICKS, TOKEN, Server, curl_command, live_processes
 
 T = TypeVar("T")
 
@@ -44,8 +44,7 @@ def server_cpu(server: Server, work: Callable[..., T], *args: Any) -> tuple[T, f
 def curl_downloads(url: str, count: int) -> tuple[int, float]:
     """(bytes, seconds) of one curl downloading ``url`` whole ``count`` times in a row on one
     keep-alive connection."""
-    command = ["curl", "-sS", "--fail", "-w", "%{size_download}\\n"]
-    command += [arg for _ in range(count) for arg in ("-o", "/dev/null", url)]
+    command = curl_command(url, count)
     start = time.perf_counter()
     out = subprocess.run(command, capture_output=True, text=True, check=True).stdout
     return sum(int(n) for n in out.split()), time.perf_counter() - start
