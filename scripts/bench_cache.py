@@ -27,7 +27,6 @@ import argparse
 import http.client
 import os
 import random
-import re
 import shutil
 import subprocess
 import sys
@@ -70,13 +69,9 @@ def seed(uri: str, disk: Path, sizes: dict[str, int]) -> dict[str, bytes]:
 
 
 def metric(server: Server, name: str) -> float:
-    conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=30)
-    conn.request("GET", "/metrics")
-    text = conn.getresponse().read().decode()
-    conn.close()
-    # Summed over labels (gridserve_storage_read_bytes_total{storage="gridfs"}).
-    found = re.findall(rf"^{name}(?:{{[^}}]*}})? (\S+)$", text, re.MULTILINE)
-    return sum(float(value) for value in found)
+    """Metric ``name`` summed over its labels (gridserve_storage_read_bytes_total{storage=...})."""
+    samples = server.metrics().items()
+    return sum(value for key, value in samples if key == name or key.startswith(name + "{"))
 
 
 def downloads(server: Server, path: str, size: int) -> float:

@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import random
-import re
 import sys
 import time
 from pathlib import Path
@@ -28,7 +27,6 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import pymongo
-import requests
 
 from scripts.benchtools import MIB, TOKEN, Server, gridserve_server, running
 from tests.dbserver import FerretDB, ferretdb_binary
@@ -38,16 +36,6 @@ GAUGES = (
     "gridserve_uploads_in_flight",
     "gridserve_requests_in_flight",
 )
-
-
-def metrics(server: Server) -> dict[str, float]:
-    text = requests.get(server.url("/metrics"), timeout=10).text
-    found: dict[str, float] = {}
-    for line in text.splitlines():
-        match = re.match(r"^([a-z_]+(?:\{[^}]*\})?) ([0-9.e+-]+)$", line)
-        if match:
-            found[match.group(1)] = float(match.group(2))
-    return found
 
 
 async def abandon(port: int, index: int, size: int, cut: int, chunked: bool) -> None:
@@ -82,7 +70,7 @@ async def wave(port: int, count: int, concurrency: int, size: int, seed: int) ->
 def settle(server: Server, abandoned: int, timeout: float = 120) -> tuple[dict[str, float], float]:
     started = time.monotonic()
     while True:
-        found = metrics(server)
+        found = server.metrics()
         ended = found.get('gridserve_requests_total{method="PUT",status="499"}', 0)
         busy = [g for g in GAUGES if found.get(g, 0) > 0]  # /metrics itself is not counted
         if (not busy and ended >= abandoned) or time.monotonic() - started > timeout:

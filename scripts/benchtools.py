@@ -99,6 +99,20 @@ class Server:
                 os.killpg(self.process.pid, signal.SIGKILL)
                 self.process.wait()
 
+    def metrics(self) -> dict[str, float]:
+        """The samples of its ``/metrics`` (gridserve's), each by its name and labels as written
+        there (``gridserve_requests_total{method="PUT",status="499"}``)."""
+        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=30)
+        conn.request("GET", "/metrics")
+        text = conn.getresponse().read().decode()
+        conn.close()
+        found: dict[str, float] = {}
+        for line in text.splitlines():
+            match = re.match(r"^([a-z_]+(?:\{[^}]*\})?) ([0-9.e+-]+)$", line)
+            if match:
+                found[match.group(1)] = float(match.group(2))
+        return found
+
     def rss(self) -> int:
         """Resident memory of the server's process group (nginx has workers), bytes."""
         assert self.process is not None
