@@ -224,6 +224,47 @@ def serve(kind: str, port: int, disk: Path) -> None:
 # -- the measurement --------------------------------------------------------------------------
 
 
+@dataclass
+class Contestant:
+    url: str
+    python_pid: int  # the server's Python process
+    nginx_pid: int | None  # nginx's master in front of it, if any (its workers are measured)
+
+
+def measure(
+    contestants: dict[str, Contestant], args: argparse.Namespace
+) -> dict[str, list[tuple[float, ...]]]:
+    """Rounds of wrk on each contestant in turn; per round and contestant: req/s, then CPU
+    microseconds per request of the Python process, of nginx's worker, of wrk, and their sum."""
+    results: dict[str, list[tuple[float, ...]]] = {name: [] for name in contestants}
+    for contestant in contestants.values():
+        wrk(contestant.url + "/fs/small.bin", args.connections, 2)  # warm up
+    for number in range(args.repeats):
+        for name, contestant in contestants.items():
+            nginx = contestant.nginx_pid
+            before = (
+                cpu_seconds(contestant.python_pid),
+                children_cpu_seconds(nginx) if nginx else 0.0,
+                wrk_cpu_seconds(),
+            )
+            url = contestant.url + "/fs/small.bin"
+            result = checked(name, wrk(url, args.connections, args.seconds))
+            after = (
+                cpu_seconds(contestant.python_pid),
+                children_cpu_seconds(nginx) if nginx else 0.0,
+                wrk_cpu_seconds(),
+            )
+            used = [(a - b) / result.requests * 1e6 for a, b in zip(after, before, strict=True)]
+            results[name].append((result.requests_per_s, *used, sum(used)))
+        print(
+            f"round {number + 1}: "
+            + ", ".join(f"{n} {r[-1][0]:.0f}/s {r[-1][1]:.0f}us" for n, r in results.items()),
+            f"(load {os.getloadavg()[0]:.1f})",
+            flush=True,
+        )
+    return results
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     parser.add_argument("--seconds", type=float, default=5)
@@ -244,14 +285,14 @@ def main() -> int:
             direct = stack.enter_context(running(gridserve(disk)))
             assert direct.process is not None
             contestants = {"direct": Contestant(direct.url(""), direct.process.pid, None)}
-            python: dict[str, Server] = {
+            behind: dict[str, Server] = {  # the Python servers nginx is put in front of
                 "handoff": gridserve(disk, "--accel-redirect", "/_files/"),
                 "bare": floor_server("bare", disk),
                 "raw": floor_server("raw", disk),
                 "raw+decide": floor_server("raw+decide", disk),
                 "raw+decide-nolookup": floor_server("raw+decide-nolookup", disk),
             }
-            for name, server in python.items():
+            for name, server in behind.items():
                 if args.only and name not in args.only.split(","):
                     continue
                 stack.enter_context(running(server))
@@ -285,47 +326,6 @@ def main() -> int:
             f" {over(0):>11.2f} {over(1):>12.2f} {over(4):>11.2f}"
         )
     return 0
-
-
-@dataclass
-class Contestant:
-    url: str
-    python: int
-    nginx: int | None
-
-
-def measure(
-    contestants: dict[str, Contestant], args: argparse.Namespace
-) -> dict[str, list[tuple[float, ...]]]:
-    """Rounds of wrk on each contestant in turn; per round and contestant: req/s, then CPU
-    microseconds per request of the Python process, of nginx's worker, of wrk, and their sum."""
-    results: dict[str, list[tuple[float, ...]]] = {name: [] for name in contestants}
-    for contestant in contestants.values():
-        wrk(contestant.url + "/fs/small.bin", args.connections, 2)  # warm up
-    for number in range(args.repeats):
-        for name, contestant in contestants.items():
-            nginx = contestant.nginx
-            before = (
-                cpu_seconds(contestant.python),
-                children_cpu_seconds(nginx) if nginx else 0.0,
-                wrk_cpu_seconds(),
-            )
-            url = contestant.url + "/fs/small.bin"
-            result = checked(name, wrk(url, args.connections, args.seconds))
-            after = (
-                cpu_seconds(contestant.python),
-                children_cpu_seconds(nginx) if nginx else 0.0,
-                wrk_cpu_seconds(),
-            )
-            used = [(a - b) / result.requests * 1e6 for a, b in zip(after, before, strict=True)]
-            results[name].append((result.requests_per_s, *used, sum(used)))
-        print(
-            f"round {number + 1}: "
-            + ", ".join(f"{n} {r[-1][0]:.0f}/s {r[-1][1]:.0f}us" for n, r in results.items()),
-            f"(load {os.getloadavg()[0]:.1f})",
-            flush=True,
-        )
-    return results
 
 
 if __name__ == "__main__":
