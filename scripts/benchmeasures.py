@@ -22,9 +22,11 @@ from scripts.benchtools import CHUNK, MIB, TOKEN, Server, WrkResult, curl_comman
 def median_wrk(
     url: str, connections: int, seconds: float, repeats: int, script: str | None = None
 ) -> WrkResult:
+    """Of ``repeats`` wrk runs after a warm-up, the one of median requests/s (its latencies
+    come from that same run)."""
     wrk(url, connections, 2, script)  # warm up
     runs = [wrk(url, connections, seconds, script) for _ in range(repeats)]
-    runs.sort(key=lambda r: r.mib_per_s if not script else r.requests_per_s)
+    runs.sort(key=lambda r: r.requests_per_s)
     return runs[len(runs) // 2]
 
 
