@@ -106,12 +106,7 @@ class Server:
         conn.request("GET", "/metrics")
         text = conn.getresponse().read().decode()
         conn.close()
-        found: dict[str, float] = {}
-        for line in text.splitlines():
-            match = re.match(r"^([a-z_]+(?:\{[^}]*\})?) ([0-9.e+-]+)$", line)
-            if match:
-                found[match.group(1)] = float(match.group(2))
-        return found
+        return read_metrics(text)
 
     def rss(self) -> int:
         """Resident memory of the server's process group (nginx has workers), bytes."""
@@ -140,6 +135,17 @@ def curl_command(url: str, count: int) -> list[str]:
     failing on an HTTP error; it prints each download's size in bytes on a line."""
     command = ["curl", "-sS", "--fail", "-w", "%{size_download}\\n"]
     return command + [arg for _ in range(count) for arg in ("-o", "/dev/null", url)]
+
+
+def read_metrics(text: str) -> dict[str, float]:
+    """The samples of a Prometheus text exposition, each by its name and labels as written;
+    comments, and lines whose name or value is not plain (``NaN``, ``+Inf``), left out."""
+    found: dict[str, float] = {}
+    for line in text.splitlines():
+        match = re.match(r"^([a-z_]+(?:\{[^}]*\})?) ([0-9.e+-]+)$", line)
+        if match:
+            found[match.group(1)] = float(match.group(2))
+    return found
 
 
 @contextmanager
@@ -185,6 +191,12 @@ def wrk(url: str, connections: int, seconds: float, script: str | None = None) -
             lua.flush()
             command += ["-s", lua.name]
         output = subprocess.run([*command, url], capture_output=True, text=True, check=True).stdout
+    return read_wrk(output)
+
+
+def read_wrk(output: str) -> WrkResult:
+    """The figures of wrk's report (run with ``--latency``); socket errors summed, a figure
+    wrk did not print is 0."""
 
     def find(pattern: str, default: str = "0") -> str:
         match = re.search(pattern, output)
