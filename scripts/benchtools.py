@@ -1,5 +1,8 @@
-"""What every benchmark script shares: where things are, a server run as a process of its own
-(:class:`Server`, :func:`running`) and wrk with its output read (:func:`wrk`, :func:`checked`).
+"""What every benchmark script shares: where things are; a server run as a process group of its
+own (:class:`Server`, :func:`running`, gridserve's command :func:`gridserve_server`) with its
+memory and ``/metrics``; the processes in ``/proc`` (:func:`live_processes`); wrk with its report
+read (:func:`wrk`, :func:`read_wrk`, :func:`checked`) and curl's whole downloads
+(:func:`curl_command`).
 
 It measures nothing itself: ``scripts/benchmarks.py`` (gridserve against its peers),
 ``scripts/bench_cpu.py`` and the other ``scripts/bench_*.py`` build on it.
@@ -60,6 +63,10 @@ def live_processes(index: int, value: int) -> dict[Path, list[str]]:
 
 @dataclass
 class Server:
+    """``command`` run in a session of its own (its figures are its process group's: workers
+    and nginx's children included), serving HTTP on ``port`` of 127.0.0.1; :meth:`start`
+    returns once it answers there, :meth:`stop` ends the group."""
+
     name: str
     command: list[str]
     port: int
