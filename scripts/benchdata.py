@@ -80,6 +80,9 @@ SEEK_LOAD_LUA = textwrap.dedent(
 
 
 def servers(uri: str, db_name: str, disk: Path, workdir: Path) -> dict[str, Server]:
+    """Every contestant by name, not started, each on a free port: the GridFS servers on
+    database ``db_name`` at ``uri``, the others on the files under ``disk``; nginx's
+    configuration is written into ``workdir``."""
     found = {}
     # The chunk cache off: these figures compare reading the database (scripts/bench --cache
     # measures the cache).
