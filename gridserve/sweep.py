@@ -290,10 +290,10 @@ async def _judge_gridfs(
 ) -> None:
     present = {doc["_id"] async for doc in storage.files.find({"_id": {"$in": ids}}, {"_id": 1})}
     records = storage.database[f"{storage.bucket}.uploads"]
-    live = {
-        doc["_id"]
-        async for doc in records.find({"_id": {"$in": ids}, "expiresAt": {"$gt": now}}, {"_id": 1})
-    }
+    # Live: not expired, or expired while an append holds its lease (the upload sweep leaves
+    # it for later; its chunks are that append's).
+    alive = {"$or": [{"expiresAt": {"$gt": now}}, {"lease.until": {"$gt": now}}]}
+    live = {doc["_id"] async for doc in records.find({"_id": {"$in": ids}, **alive}, {"_id": 1})}
     for files_id in ids:
         if files_id in present or files_id in live:
             continue

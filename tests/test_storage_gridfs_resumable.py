@@ -10,6 +10,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import AsyncIterator
 from datetime import datetime, timedelta, timezone
 from typing import Any
@@ -448,8 +449,19 @@ async def test_the_sweep_leaves_an_expired_upload_an_append_holds(
     gate, started = asyncio.Event(), asyncio.Event()
     appending = asyncio.create_task(storage.append_upload(state.id, 0, held(DATA, gate, started)))
     await started.wait()
+    files_id = ObjectId(state.id[:24])
+    for _ in range(300):  # until the first half's chunks are stored (the sweep could take them)
+        if len(chunk_lengths(sync_db, files_id)) >= 4:
+            break
+        await asyncio.sleep(0.05)
+    stored = chunk_lengths(sync_db, files_id)
+    assert len(stored) >= 4, stored
+    # The sweep judges chunks from ids older than its horizon, whole seconds (as ObjectIds
+    # carry time): sweep once the upload's second has passed, so it does judge these.
+    await asyncio.sleep(max(0.0, files_id.generation_time.timestamp() + 1.1 - time.time()))
     report = await sweep(storage, grace=0, repair=True)
     assert [(item.kind, item.deleted) for item in report.leftovers] == [("upload", False)]
+    assert chunk_lengths(sync_db, files_id) == stored  # the append's chunks are kept
     gate.set()
     assert (await appending).offset == len(DATA)
     report = await sweep(storage, grace=0, repair=True)
