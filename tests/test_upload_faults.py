@@ -230,18 +230,23 @@ def writable_server(serve: Callable[..., LiveServer]) -> LiveServer:
     return serve(acl=default_acl(upload_token=TOKEN))
 
 
-def test_a_client_gone_mid_download_ends_as_499(
-    writable_server: LiveServer,
-) -> None:
-    data = bytes(6 * MIB)
-    assert requests.put(writable_server.url("/fs/long.bin"), data=data, headers=AUTH).ok
-    with socket.create_connection(("127.0.0.1", writable_server.port), timeout=10) as sock:
+def leave_mid_download(server: LiveServer, data: bytes) -> None:
+    """Stores ``data`` as ``long.bin``, starts downloading it on a socket that reads one
+    buffer, leaves while the server streams, and waits until the server has settled."""
+    assert requests.put(server.url("/fs/long.bin"), data=data, headers=AUTH).ok
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 16384)
         sock.sendall(b"GET /fs/long.bin HTTP/1.1\r\nHost: x\r\n\r\n")
         sock.recv(16384)
-        eventually(lambda: assert_active(writable_server, 1))
+        eventually(lambda: assert_active(server, 1))
         time.sleep(0.2)
-    eventually(lambda: settled(writable_server))
+    eventually(lambda: settled(server))
+
+
+def test_a_client_gone_mid_download_ends_as_499(
+    writable_server: LiveServer,
+) -> None:
+    leave_mid_download(writable_server, bytes(6 * MIB))
     text = requests.get(writable_server.url("/metrics"), timeout=10).text
     assert 'method="GET",status="499"' in text
 
@@ -255,14 +260,7 @@ def test_a_download_the_client_left_logs_the_bytes_sent_not_its_length(
         log_function=lambda handler: lines.append(combined_log_line(handler)),
     )
     data = bytes(6 * MIB)
-    assert requests.put(server.url("/fs/long.bin"), data=data, headers=AUTH).ok
-    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 16384)
-        sock.sendall(b"GET /fs/long.bin HTTP/1.1\r\nHost: x\r\n\r\n")
-        sock.recv(16384)
-        eventually(lambda: assert_active(server, 1))
-        time.sleep(0.2)
-    eventually(lambda: settled(server))
+    leave_mid_download(server, data)
     (line,) = [line for line in lines if '"GET /fs/long.bin ' in line]
     status, sent = re.search(r'" (\d+) (\S+) "', line).groups()  # type: ignore[union-attr]
     assert status == "499"
