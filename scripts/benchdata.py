@@ -79,6 +79,13 @@ SEEK_LOAD_LUA = textwrap.dedent(
 # -- the contestants ---------------------------------------------------------------------------
 
 
+def peer_server(name: str, kind: str, *args: str, supports_ranges: bool = True) -> Server:
+    """A peer (``scripts/bench_peers.py KIND ARGS... PORT``) on a free port."""
+    port = free_port()
+    command = [PY, str(ROOT / "scripts" / "bench_peers.py"), kind, *args, str(port)]
+    return Server(name, command, port, supports_ranges=supports_ranges)
+
+
 def servers(uri: str, db_name: str, disk: Path, workdir: Path) -> dict[str, Server]:
     """Every contestant by name, not started, each on a free port: the GridFS servers on
     database ``db_name`` at ``uri``, the others on the files under ``disk``; nginx's
@@ -90,25 +97,14 @@ def servers(uri: str, db_name: str, disk: Path, workdir: Path) -> dict[str, Serv
         uri + db_name, "--upload-token", TOKEN, "--chunk-cache", "0", name="gridserve (GridFS)"
     )
     found["gridserve (local)"] = gridserve_server(disk, name="gridserve (local)")
-    port = free_port()
-    found["motor GridFSHandler"] = Server(
-        "motor GridFSHandler",
-        [PY, str(ROOT / "scripts" / "bench_peers.py"), "motor-tornado", uri, db_name, str(port)],
-        port,
-        supports_ranges=False,
+    found["motor GridFSHandler"] = peer_server(
+        "motor GridFSHandler", "motor-tornado", uri, db_name, supports_ranges=False
     )
-    port = free_port()
-    found["motor AIOHTTPGridFS"] = Server(
-        "motor AIOHTTPGridFS",
-        [PY, str(ROOT / "scripts" / "bench_peers.py"), "motor-aiohttp", uri, db_name, str(port)],
-        port,
-        supports_ranges=False,
+    found["motor AIOHTTPGridFS"] = peer_server(
+        "motor AIOHTTPGridFS", "motor-aiohttp", uri, db_name, supports_ranges=False
     )
-    port = free_port()
-    found["Tornado StaticFileHandler"] = Server(
-        "Tornado StaticFileHandler",
-        [PY, str(ROOT / "scripts" / "bench_peers.py"), "tornado-static", str(disk), str(port)],
-        port,
+    found["Tornado StaticFileHandler"] = peer_server(
+        "Tornado StaticFileHandler", "tornado-static", str(disk)
     )
     port = free_port()
     conf = workdir / "nginx.conf"

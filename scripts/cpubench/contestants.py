@@ -12,10 +12,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from scripts.benchdata import SMALL, servers
-from scripts.benchtools import PY, ROOT, Server
+from scripts.benchdata import SMALL, peer_server, servers
+from scripts.benchtools import Server
 from scripts.cpubench.full import FULL
-from tests.dbserver import free_port
 
 GRIDSERVE = "gridserve (GridFS)"
 ASYNCIO = "gridserve, --loop asyncio"
@@ -47,10 +46,7 @@ def contestant(
     from the source tree ``baseline``, from that directory, so its package is the one
     imported."""
     if name == TORNADO_FLOOR:
-        port = free_port()
-        peers = str(ROOT / "scripts" / "bench_peers.py")
-        command = [PY, peers, "tornado-memory", str(FULL), str(SMALL), str(port)]
-        return Server(name, command, port)
+        return peer_server(name, "tornado-memory", str(FULL), str(SMALL))
     built = servers(uri, db_name, disk, workdir)
     if name in built:
         return built[name]
